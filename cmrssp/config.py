@@ -1,0 +1,74 @@
+"""Configuration dataclasses with presets, saved as JSON in every run or cache folder.
+
+Only plain dataclasses of JSON-able fields: a run is reproducible from its ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cmrssp.errors import InputError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How ``run.py prepare`` resamples subjects into the cache.
+
+    Attributes:
+        spacing: target in-plane spacing in mm (protocol 3.5: 1.25).
+        size: side of the network's input grid in pixels (protocol 3.5: 256, i.e. a 320 mm FOV).
+        canvas: side of the stored in-plane canvas in pixels, centred like the input grid but
+            larger, so that the study's augmentation (zoom-out to 1.4×, ±40 px shifts, any
+            rotation) samples real image wherever the original image had content. ``size`` +
+            ``canvas`` must have the same parity so the evaluation grid is an exact sub-grid.
+            0 means the default, 1.5 × size (384 for 256: a 480 mm field of view, more than
+            the 95th percentile of real M&Ms/M&Ms-2 fields of view, data-formats.md 1.8).
+    """
+
+    spacing: float = 1.25
+    size: int = 256
+    canvas: int = 0
+
+    @property
+    def canvas_size(self) -> int:
+        canvas = self.canvas or (3 * self.size) // 2
+        return canvas + ((canvas - self.size) % 2)
+
+    def validate(self) -> "PrepareConfig":
+        if self.spacing <= 0:
+            raise InputError(None, f"--spacing must be positive, got {self.spacing}")
+        if self.size < 8:
+            raise InputError(None, f"--size must be at least 8 pixels, got {self.size}")
+        if self.canvas and self.canvas < self.size:
+            raise InputError(None, f"--canvas ({self.canvas}) must be at least --size ({self.size})")
+        return self
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], values: dict[str, Any], source: str | Path | None = None) -> T:
+    """Build ``cls`` from a dict, rejecting unknown keys (a typo must not pass silently)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(source, f"unknown {cls.__name__} keys {unknown}")
+    return cls(**values)
+
+
+def load_json(cls: type[T], path: str | Path) -> T:
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"not valid JSON ({error})") from None
+    return from_dict(cls, values, path)

@@ -1,0 +1,150 @@
+"""Checked NIfTI reading and atomic writing with nibabel.
+
+The pitfalls these helpers guard against are listed in ``docs/data-formats.md`` section 2:
+spacing comes from the affine (never from header zooms), images are cast to float32 without
+nibabel's float64 cache, labels are rounded to integers, and every failure names its file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cmrssp.atomic import atomic_path
+from cmrssp.errors import InputError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel sizes (mm) as the column norms of the 3×3 part of a 4×4 affine, shape (3,)."""
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+def strip_nifti_suffix(name: str) -> str:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def find_nifti(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.nii.gz`` or ``folder/stem.nii``, whichever exists (None if neither)."""
+    for suffix in NIFTI_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load(path: Path) -> nib.Nifti1Image:
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        image = nib.load(str(path))
+    except Exception as error:  # nibabel raises many types for unreadable headers
+        raise InputError(path, f"not a readable NIfTI file ({error})") from None
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(path, f"not a NIfTI image (nibabel read it as {type(image).__name__})")
+    return image
+
+
+def _data(path: Path, image: nib.Nifti1Image) -> np.ndarray:
+    try:
+        return np.asanyarray(image.dataobj)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as error:
+        raise InputError(path, f"truncated or corrupt image data ({error})") from None
+
+
+def _check_geometry(path: Path, affine: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(affine)):
+        raise InputError(path, "the affine contains non-finite values")
+    spacing = voxel_spacing(affine)
+    if np.any(spacing <= 1e-6):
+        raise InputError(path, f"zero or negative voxel spacing {spacing.round(4).tolist()} in the affine")
+    if abs(np.linalg.det(affine[:3, :3])) <= 1e-9:
+        raise InputError(path, "the affine is singular (its axes are not independent)")
+    return spacing
+
+
+def read_image(path: str | os.PathLike, ndim: int | tuple[int, ...] = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image as float32 with its affine.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        ndim: the number (or allowed numbers) of dimensions; a 4D file whose last axis has length 1
+            counts as 3D, and vice versa a 3D file is never silently promoted to 4D.
+
+    Returns:
+        ``(data, affine)``: float32 array (x, y, z[, t]) and the 4×4 float64 affine.
+    """
+    path = Path(path)
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    image = _load(path)
+    data = _data(path, image)
+    if data.ndim == 4 and 3 in allowed and 4 not in allowed and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim not in allowed:
+        expected = " or ".join(f"{n}D" for n in allowed)
+        raise InputError(path, f"expected a {expected} image, found {data.ndim}D with shape {tuple(data.shape)}")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    _check_geometry(path, affine)
+    data = np.asarray(data, dtype=np.float32)
+    if not np.all(np.isfinite(data)):
+        count = int((~np.isfinite(data)).sum())
+        raise InputError(path, f"{count} non-finite voxel values (NaN or inf)")
+    return data, affine
+
+
+def read_labels(
+    path: str | os.PathLike,
+    ndim: int | tuple[int, ...] = 3,
+    valid_labels: tuple[int, ...] = (0, 1, 2, 3),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a label map as uint8, checking that every value is an integer in ``valid_labels``.
+
+    Labels stored as floats or with scl_slope/scl_inter are rounded (nibabel returns floats for
+    them); values more than 1e-3 away from an integer are an error, not silently rounded.
+    """
+    path = Path(path)
+    data, affine = read_image(path, ndim=ndim)
+    rounded = np.rint(data)
+    if np.any(np.abs(rounded - data) > 1e-3):
+        raise InputError(path, "label map holds non-integer values")
+    present = np.unique(rounded).astype(np.int64)
+    unexpected = sorted(set(present.tolist()) - set(valid_labels))
+    if unexpected:
+        raise InputError(
+            path, f"label values {unexpected} outside the dataset's convention {list(valid_labels)}"
+        )
+    return rounded.astype(np.uint8), affine
+
+
+def write_nifti(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    affine: np.ndarray,
+    dtype: np.dtype | type | None = None,
+    slope: float | None = None,
+) -> None:
+    """Write ``data`` atomically as NIfTI-1 with ``affine`` (sform and qform set, code 1).
+
+    ``dtype`` fixes the on-disk type (nibabel otherwise may pick scaling for floats, see
+    data-formats.md 2.2); ``slope`` stores an explicit scl_slope.
+    """
+    path = Path(path)
+    dtype = np.dtype(dtype if dtype is not None else data.dtype)
+    image = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))
+    image.set_data_dtype(dtype)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    if slope is not None:
+        image.header.set_slope_inter(slope, 0.0)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    with atomic_path(path, suffix=suffix) as temporary:
+        nib.save(image, str(temporary))
