@@ -43,7 +43,8 @@ def test_write_then_read_keeps_dtype_and_affine(tmp_path):
     "make, message",
     [
         (lambda p: None, "file not found"),
-        (lambda p: p.write_bytes(b"not a nifti at all"), "not a readable NIfTI"),
+        (lambda p: p.write_bytes(b"not a nifti at all"), "not a gzip file"),
+        (lambda p: p.write_bytes(__import__("gzip").compress(b"not a nifti header at all")), "not a readable NIfTI"),
     ],
 )
 def test_unreadable_files_name_the_file(tmp_path, make, message):
@@ -95,3 +96,25 @@ def test_dimension_nan_spacing_and_label_checks(tmp_path):
     nifti.write_nifti(fractional, np.full((4, 4, 2), 1.4, np.float32), np.eye(4))
     with pytest.raises(InputError, match="non-integer"):
         nifti.read_labels(fractional)
+
+
+def test_corruption_in_the_middle_of_a_gzip_is_caught(tmp_path):
+    path = tmp_path / "cine.nii.gz"
+    data = np.random.default_rng(1).random((24, 24, 4, 6)).astype(np.float32)
+    nifti.write_nifti(path, data, np.eye(4))
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 8] = bytes(8)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="corrupt") as info:
+        nifti.read_image(path)
+    assert info.value.path == str(path)
+
+
+def test_uncompressed_nii_is_read_into_memory(tmp_path):
+    path = tmp_path / "cine.nii"
+    nifti.write_nifti(path, np.ones((4, 4, 2, 2), np.float32), np.eye(4))
+    data, _ = nifti.read_image(path)
+    assert not isinstance(data, np.memmap) and data.base is None or not isinstance(data.base, np.memmap)
+    data[0, 0, 0, 0] = 5.0
+    assert nifti.read_image(path)[0][0, 0, 0, 0] == 1.0

@@ -45,8 +45,19 @@ def find_nifti(folder: Path, stem: str) -> Path | None:
 def _load(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
         raise InputError(path, "file not found")
+    if path.name.endswith(".gz"):
+        # Decompress the whole stream ourselves: nibabel stops reading before the gzip checksum,
+        # so damage in the middle of a .nii.gz would otherwise load silently.
+        compressed = path.read_bytes()
+        if compressed[:2] != b"\x1f\x8b":
+            raise InputError(path, "not a gzip file, although its name ends in .gz")
+        try:
+            raw = gzip.decompress(compressed)
+        except (EOFError, OSError, zlib.error) as error:
+            raise InputError(path, f"truncated or corrupt gzip data ({error})") from None
+        return _from_bytes(path, raw)
     try:
-        image = nib.load(str(path))
+        image = nib.load(str(path), mmap=False)
     except Exception as error:  # nibabel raises many types for unreadable headers
         raise InputError(path, f"not a readable NIfTI file ({error})") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -54,10 +65,21 @@ def _load(path: Path) -> nib.Nifti1Image:
     return image
 
 
+def _from_bytes(path: Path, raw: bytes) -> nib.Nifti1Image:
+    header_size = int(np.frombuffer(raw[:4], dtype="<i4")[0]) if len(raw) >= 4 else 0
+    if header_size not in (348, 540) and len(raw) >= 4:
+        header_size = int(np.frombuffer(raw[:4], dtype=">i4")[0])
+    klass = nib.Nifti2Image if header_size == 540 else nib.Nifti1Image
+    try:
+        return klass.from_bytes(raw)
+    except Exception as error:
+        raise InputError(path, f"not a readable NIfTI file ({error})") from None
+
+
 def _data(path: Path, image: nib.Nifti1Image) -> np.ndarray:
     try:
         return np.asanyarray(image.dataobj)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as error:
+    except (EOFError, OSError, zlib.error, ValueError) as error:
         raise InputError(path, f"truncated or corrupt image data ({error})") from None
 
 
@@ -94,7 +116,7 @@ def read_image(path: str | os.PathLike, ndim: int | tuple[int, ...] = 4) -> tupl
         raise InputError(path, f"expected a {expected} image, found {data.ndim}D with shape {tuple(data.shape)}")
     affine = np.asarray(image.affine, dtype=np.float64)
     _check_geometry(path, affine)
-    data = np.asarray(data, dtype=np.float32)
+    data = np.array(data, dtype=np.float32)  # a copy: never tied to the file
     if not np.all(np.isfinite(data)):
         count = int((~np.isfinite(data)).sum())
         raise InputError(path, f"{count} non-finite voxel values (NaN or inf)")

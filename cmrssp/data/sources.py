@@ -1,0 +1,267 @@
+"""Readers for real cine datasets: discover subjects cheaply, then decode one into a ``Subject``.
+
+Two stages (architecture.md, data pipeline): ``discover`` walks a dataset root, checks its
+metadata files (CSV, Info.cfg, dataset.json) and returns picklable ``SubjectRef`` records that hold
+only paths and metadata; ``load_subject`` decodes one reference into a validated ``Subject``, so
+decoding can run in worker processes. Each dataset lives in ``sources_<dataset>.py`` with a
+``discover(root)`` and a ``load(ref)``; this module dispatches to them and holds the plumbing they
+share (root checks, file search, CSV tables, frame matching). Layouts and label conventions are in
+data-formats.md section 1; the reading recipe (affine spacing, no reorientation) in section 2.
+
+Raw files are only ever read, never written.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from cmrssp.data.subject import DATASETS, Subject
+from cmrssp.errors import InputError
+
+__all__ = ["DATASETS", "SubjectRef", "discover", "load_subject"]
+
+
+@dataclass(frozen=True)
+class SubjectRef:
+    """A subject found on disk, before any image is decoded (cheap, hashable, picklable).
+
+    Attributes:
+        dataset: one of ``DATASETS``.
+        subject_id: the dataset's own id (``A0S9V9``, ``001``, ``patient001``, ...).
+        files: ``(role, path)`` pairs, e.g. ``("image", ".../A0S9V9_sa.nii.gz")``.
+        meta: ``(key, value)`` pairs of metadata read during discovery (CSV row values, Info.cfg
+            entries, label maps); values are str, int, float, bool, None or tuples of those, so
+            the record stays hashable.
+    """
+
+    dataset: str
+    subject_id: str
+    files: tuple[tuple[str, str], ...]
+    meta: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Same as ``Subject.key``: ``f"{dataset}-{subject_id}"``."""
+        return f"{self.dataset}-{self.subject_id}"
+
+    def path(self, role: str) -> Path | None:
+        """The first file with this role, or None."""
+        for name, value in self.files:
+            if name == role:
+                return Path(value)
+        return None
+
+    def paths(self, role: str) -> list[Path]:
+        """All files with this role, in stored order."""
+        return [Path(value) for name, value in self.files if name == role]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """One metadata value."""
+        for name, value in self.meta:
+            if name == key:
+                return value
+        return default
+
+    @property
+    def meta_dict(self) -> dict[str, Any]:
+        return dict(self.meta)
+
+
+def _reader(dataset: str, where: str | os.PathLike | None):
+    if dataset not in DATASETS:
+        raise InputError(where, f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    return importlib.import_module(f"cmrssp.data.sources_{dataset}")
+
+
+def discover(dataset: str, root: str | os.PathLike) -> list[SubjectRef]:
+    """All subjects of ``dataset`` under ``root``, sorted by subject id.
+
+    Validates the root, the metadata files (presence, required columns/keys) and that at least one
+    subject exists; raises one ``InputError`` naming the file or folder otherwise.
+    """
+    reader = _reader(dataset, root)
+    refs = reader.discover(check_root(root))
+    if not refs:
+        raise InputError(root, f"no {dataset} subjects found ({reader.LOOKED_FOR})")
+    refs = sorted(refs, key=lambda ref: ref.subject_id)
+    for previous, current in zip(refs, refs[1:]):
+        if previous.subject_id == current.subject_id:
+            raise InputError(
+                root,
+                f"subject id {current.subject_id!r} found twice: {previous.files[0][1]} and {current.files[0][1]}",
+            )
+    return refs
+
+
+def load_subject(ref: SubjectRef) -> Subject:
+    """Decode one discovered subject into a validated canonical ``Subject``."""
+    where = ref.files[0][1] if ref.files else None
+    subject = _reader(ref.dataset, where).load(ref)
+    return subject.validate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing shared by the per-dataset readers.
+
+
+def check_root(root: str | os.PathLike) -> Path:
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise InputError(path, "dataset folder not found")
+    if not path.is_dir():
+        raise InputError(path, "expected a dataset folder, found a file")
+    return path
+
+
+def _visible(path: Path, root: Path) -> bool:
+    """Skip hidden files and folders (``.DS_Store``, macOS ``._*`` resource forks, ``.git``)."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def find_files(root: Path, pattern: str | re.Pattern[str]) -> list[Path]:
+    """Files under ``root`` (recursively) whose name fully matches ``pattern``, sorted."""
+    regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+    found = [
+        path
+        for path in root.rglob("*")
+        if regex.fullmatch(path.name) and path.is_file() and _visible(path, root)
+    ]
+    return sorted(found)
+
+
+def nifti_pattern(stem_regex: str) -> re.Pattern[str]:
+    """A regex matching ``<stem>.nii`` or ``<stem>.nii.gz``; the stem is group 1."""
+    return re.compile(rf"({stem_regex})\.nii(?:\.gz)?")
+
+
+def read_csv_table(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts with stripped keys and values; all-empty rows are dropped.
+
+    Raises InputError naming the CSV when it cannot be read or lacks a required column. The
+    stdlib reader is used on purpose (no pandas); an Excel export's padding rows (``,,,,``) are
+    the all-empty rows dropped here (data-formats.md 1.3).
+    """
+    text = None
+    for encoding in ("utf-8-sig", "latin-1"):
+        try:
+            text = path.read_text(encoding=encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+        except OSError as error:
+            raise InputError(path, f"cannot read the CSV ({error})") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise InputError(path, "empty CSV file (no header row)")
+    header = [name.strip() for name in rows[0]]
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise InputError(path, f"missing column {missing[0]!r} (columns found: {', '.join(repr(h) for h in header)})")
+    table = []
+    for row in rows[1:]:
+        values = [value.strip() for value in row]
+        if not any(values):
+            continue
+        values += [""] * (len(header) - len(values))
+        table.append(dict(zip(header, values)))
+    return table
+
+
+def parse_int(value: str, where: Path, what: str) -> int:
+    """An integer from a metadata string; ``"12.0"`` (Excel export) is accepted."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(where, f"{what} {value!r} is not an integer") from None
+    if not np.isfinite(number) or number != int(number):
+        raise InputError(where, f"{what} {value!r} is not an integer")
+    return int(number)
+
+
+def optional_value(value: str | None) -> str | int | float | None:
+    """Metadata string -> int, float or str; empty / NaN -> None (JSON-friendly scalars)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "" or value.lower() in ("nan", "none", "na", "n/a"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if not np.isfinite(number):
+        return None
+    return int(number) if number == int(number) and "." not in value else number
+
+
+def check_shape(
+    path: Path, shape: tuple[int, ...], image_path: Path, image_shape: tuple[int, ...], what: str = "label"
+) -> None:
+    """A label (or frame) volume must cover the image's voxel grid exactly."""
+    if tuple(shape) != tuple(image_shape):
+        raise InputError(
+            path, f"{what} shape {tuple(shape)} does not match image shape {tuple(image_shape)} of {image_path}"
+        )
+
+
+def check_same_grid(path: Path, affine: np.ndarray, reference_path: Path, reference: np.ndarray) -> None:
+    """Warn when a label's affine differs from its image's (the voxel grid is what is used)."""
+    difference = float(np.max(np.abs(np.asarray(affine) - np.asarray(reference))))
+    if difference > 1e-3:
+        warnings.warn(
+            f"{path}: affine differs from {reference_path} by up to {difference:.4g}; "
+            "using the image's affine (labels are matched voxel by voxel)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def frame_difference(cine: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Mean absolute difference between a 3D frame and each cine frame, relative to the frame's
+    mean absolute intensity; shape (T,). Computed frame by frame to keep memory at one frame."""
+    scale = max(float(np.mean(np.abs(frame))), float(np.mean(np.abs(cine))), 1e-12)
+    return np.array(
+        [float(np.mean(np.abs(cine[..., t] - frame))) / scale for t in range(cine.shape[3])]
+    )
+
+
+# A frame file that is a copy of a cine frame differs by far less than this relative mean absolute
+# difference (rounding / dtype changes); anything above means the frame is not in the cine.
+FRAME_MATCH_TOLERANCE = 0.01
+
+
+def match_frame(cine: np.ndarray, frame: np.ndarray, frame_path: Path, cine_path: Path) -> int:
+    """Time index of ``frame`` (X, Y, Z) inside ``cine`` (X, Y, Z, T).
+
+    Exact equality first (data-formats.md 1.3, as qcardia-data does); else the frame with the
+    smallest mean absolute difference, with a warning; an InputError when even that differs by
+    more than ``FRAME_MATCH_TOLERANCE`` of the mean intensity.
+    """
+    check_shape(frame_path, frame.shape, cine_path, cine.shape[:3], what="frame")
+    for t in range(cine.shape[3]):
+        if np.array_equal(cine[..., t], frame):
+            return t
+    differences = frame_difference(cine, frame)
+    best = int(np.argmin(differences))
+    if differences[best] > FRAME_MATCH_TOLERANCE:
+        raise InputError(
+            frame_path,
+            f"matches no frame of {cine_path}: the closest, frame {best}, differs by "
+            f"{100 * differences[best]:.2f}% of the mean intensity (tolerance {100 * FRAME_MATCH_TOLERANCE:g}%)",
+        )
+    warnings.warn(
+        f"{frame_path}: no exact copy in {cine_path}; using the closest frame {best} "
+        f"(relative difference {100 * differences[best]:.3f}%)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return best
