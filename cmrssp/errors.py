@@ -22,3 +22,7 @@ class InputError(Exception):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(problem if self.path is None else f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        # Errors raised in worker processes must survive pickling back to the parent.
+        return (type(self), (self.path, self.problem))

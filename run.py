@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""cmrssp command line: one entry point, one subcommand per step of the study.
+
+    python run.py phantom  --out DIR           write a synthetic short-axis cine cohort
+    python run.py prepare  [--dataset D --root DIR]... --out CACHE
+                                               decode subjects once into a training cache
+    python run.py split    --cache CACHE --out split.json
+                                               import or draw a train/valid/test split
+    python run.py info     --cache CACHE       what a prepared cache holds
+
+Each subcommand's --help explains its options. Bad input ends with one line naming the file and
+the problem, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cmrssp.errors import InputError
+
+DATASET_CHOICES = ("mnms", "mnms2", "acdc", "nnunet", "folder")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def subset_size(text: str) -> int | str:
+    return "all" if text == "all" else positive_int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Self-supervised pretraining for CMR cine segmentation (de Mooij et al. 2024), "
+        "in plain PyTorch. With no data given, every step uses a built-in synthetic cine cohort.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `python run.py <command> --help` for the options of one command.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    phantom = commands.add_parser(
+        "phantom",
+        help="write a labelled synthetic short-axis cine cohort in a real dataset's layout",
+        description="Write a synthetic cine cohort (LV, myocardium, RV with cardiac motion, "
+        "surroundings, bSSFP-like contrast, vendor profiles) in the on-disk layout of M&Ms, "
+        "M&Ms-2 or ACDC, plus phantom_qa.csv with per-subject volumes and ejection fractions.",
+    )
+    phantom.add_argument("--out", required=True, type=Path, help="folder to create (must be new or empty)")
+    phantom.add_argument("--subjects", type=positive_int, default=20, help="number of subjects (default 20)")
+    phantom.add_argument("--seed", type=int, default=0, help="cohort seed; the same seed gives the same files (default 0)")
+    phantom.add_argument(
+        "--layout", choices=("mnms", "mnms2", "acdc"), default="mnms",
+        help="which dataset's file names, CSV/Info.cfg and label convention to write (default mnms)",
+    )
+    phantom.add_argument(
+        "--preset", choices=("default", "tiny"), default="default",
+        help="'default': realistic size (~256x216 px, 8-14 slices, 18-35 frames); 'tiny': small test subjects",
+    )
+    phantom.add_argument("--workers", type=positive_int, default=1, help="processes generating subjects in parallel")
+    phantom.add_argument("--report", action="store_true", help="also print the per-subject QA table")
+    phantom.set_defaults(handler=run_phantom)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="decode subjects once into a cache that training reads (no NIfTI at training time)",
+        description="Read each subject once, resample it in-plane to the target spacing on a fixed "
+        "canvas, standardise it with its own statistics, and store images (float16), labels (uint8), "
+        "the original-grid labels and all geometry needed to map predictions back to the original "
+        "grid. Repeat --dataset/--root pairs (or call again with the same --out) to put several "
+        "datasets into one cohort, e.g. M&Ms + M&Ms-2 as in the study. Subjects already in the cache "
+        "are skipped. With no --dataset, the built-in synthetic cohort is generated and prepared.",
+    )
+    prepare.add_argument(
+        "--dataset", action="append", choices=DATASET_CHOICES, default=[],
+        help="layout of the next --root: mnms, mnms2, acdc, nnunet (raw imagesTr/labelsTr) or folder "
+        "(unlabelled 4D cine NIfTI files, for pretraining on your own data)",
+    )
+    prepare.add_argument("--root", action="append", type=Path, default=[], help="the dataset's folder (one per --dataset)")
+    prepare.add_argument("--out", type=Path, help="cache folder (default: data/cache-<preset>-<cohort> for synthetic data)")
+    prepare.add_argument(
+        "--preset", choices=("paper", "cpu"),
+        help="target grid: 'paper' = 1.25 mm, 256x256 (the study); 'cpu' = 5 mm, 64x64 (same field of view, "
+        "laptop speed). Default: paper for your data, cpu for the synthetic cohort",
+    )
+    prepare.add_argument("--spacing", type=float, help="override the target in-plane spacing in mm")
+    prepare.add_argument("--size", type=int, help="override the network input size in pixels")
+    prepare.add_argument(
+        "--canvas", type=int,
+        help="override the stored canvas side in pixels (default 1.5 x size, so augmentation samples real image)",
+    )
+    prepare.add_argument("--workers", type=positive_int, default=1, help="processes decoding subjects in parallel")
+    prepare.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort and its cache go (default ./data)")
+    prepare.add_argument("--synthetic-subjects", type=positive_int, default=24, help="size of the synthetic cohort (default 24)")
+    prepare.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic cohort (default 0)")
+    prepare.set_defaults(handler=run_prepare)
+
+    split = commands.add_parser(
+        "split",
+        help="import the study's split file or draw a train/valid/test split, optionally a label-scarce subset",
+        description="Write a split JSON (train/valid/test subject keys) for a prepared cache: either "
+        "imported from the study's YAML split files (e.g. default-cine-split-nr10-seed0.yaml) or drawn "
+        "with a seed. --subset N keeps N training subjects (nested: the 10 of a seed are inside its 15).",
+    )
+    split.add_argument("--cache", required=True, type=Path, help="prepared cache folder")
+    split.add_argument("--out", required=True, type=Path, help="split JSON file to write")
+    split.add_argument("--upstream", type=Path, help="a split file of the study (YAML) or of cmrssp (JSON) to import")
+    split.add_argument("--test", type=float, default=0.2, help="test subjects: a count (>= 1) or a fraction (< 1) (default 0.2)")
+    split.add_argument("--valid-fraction", type=float, default=0.2, help="fraction of the remaining subjects for validation (default 0.2)")
+    split.add_argument("--seed", type=int, default=0, help="seed of the drawn split (default 0)")
+    split.add_argument("--stratify-vendor", action="store_true", help="draw test and valid subjects per vendor")
+    split.add_argument("--subset", type=subset_size, help="keep this many training subjects (or 'all')")
+    split.add_argument("--subset-seed", type=int, default=0, help="seed of the subset draw (default 0)")
+    split.set_defaults(handler=run_split)
+
+    info = commands.add_parser("info", help="summarise a prepared cache", description="Print what a prepared cache holds.")
+    info.add_argument("--cache", required=True, type=Path, help="prepared cache folder")
+    info.set_defaults(handler=run_info)
+    return parser
+
+
+def run_phantom(args: argparse.Namespace) -> None:
+    from cmrssp.data.phantom import write_cohort
+    from cmrssp.table import format_table
+
+    rows = write_cohort(args.out, args.subjects, seed=args.seed, layout=args.layout, preset=args.preset, workers=args.workers)
+    if args.report:
+        print(format_table(rows))
+    print(f"wrote {len(rows)} subjects to {args.out} (QA: {args.out / 'phantom_qa.csv'})")
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from cmrssp.config import PREPARE_PRESETS, SyntheticCohortConfig
+    from cmrssp.data.prepare import prepare_datasets
+    from cmrssp.data.synthetic import prepare_synthetic
+
+    preset = args.preset or ("paper" if args.dataset else "cpu")
+    config = PREPARE_PRESETS[preset]
+    overrides = {k: getattr(args, k) for k in ("spacing", "size", "canvas") if getattr(args, k) is not None}
+    config = dataclasses.replace(config, **overrides).validate()
+    if len(args.dataset) != len(args.root):
+        raise InputError(None, f"give one --root per --dataset (got {len(args.dataset)} --dataset and {len(args.root)} --root)")
+    if not args.dataset:
+        cohort = SyntheticCohortConfig(subjects=args.synthetic_subjects, seed=args.synthetic_seed)
+        cache = prepare_synthetic(cohort, config, data_dir=args.data_dir, cache_dir=args.out, workers=args.workers)
+        print(f"synthetic cohort prepared in {cache}")
+        return
+    if args.out is None:
+        raise InputError(None, "--out CACHE is required when --dataset is given")
+    summary = prepare_datasets(list(zip(args.dataset, args.root)), args.out, config, workers=args.workers)
+    print(summary.describe())
+
+
+def run_split(args: argparse.Namespace) -> None:
+    from cmrssp.data.cache import open_cache
+    from cmrssp.data.splits import make_split, read_split_file, subset
+
+    cache = open_cache(args.cache)
+    if args.upstream is not None:
+        split = read_split_file(args.upstream, available_keys=cache.keys)
+    else:
+        test = int(args.test) if args.test >= 1 else args.test
+        groups = {key: str(cache.meta(key).get("vendor")) for key in cache.keys} if args.stratify_vendor else None
+        split = make_split(cache.keys, test=test, valid_fraction=args.valid_fraction, seed=args.seed, stratify=groups)
+    if args.subset is not None:
+        split = subset(split, args.subset, seed=args.subset_seed)
+    split.save(args.out)
+    print(f"train {len(split.train)}, valid {len(split.valid)}, test {len(split.test)} subjects -> {args.out}")
+
+
+def run_info(args: argparse.Namespace) -> None:
+    from cmrssp.data.cache import open_cache
+
+    print(open_cache(args.cache).describe())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
