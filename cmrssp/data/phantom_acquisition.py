@@ -79,14 +79,16 @@ def add_rician_noise(rng: np.random.Generator, signal: np.ndarray, sigma: float)
     return np.hypot(real, imaginary, out=real)
 
 
-def to_storage(image: np.ndarray, storage: str, target_max: float, float_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Quantise as the vendor stores: int16 scaled to a maximum of ``target_max``, or float32.
+def to_storage(image: np.ndarray, storage: str, target_max: float, float_slope: float) -> np.ndarray:
+    """Quantise as the vendor stores, in place: integers up to ``target_max``, as int16 or float32.
 
-    Returns ``(stored, as_float)``: the array to write and its float32 values (identical numbers).
+    float32 vendors store those integers times ``float_slope``, as a DICOM-to-NIfTI conversion of
+    a rescaled 12-bit image does (so the file compresses like real float data, not like noise).
+    Returns float32 values exactly representable in the stored type, so the in-memory subject
+    equals what is read back from the file.
     """
-    if storage == "int16":
-        scale = target_max / max(float(image.max()), 1e-12)
-        stored = np.rint(image * scale).clip(0, 32767).astype(np.int16)
-        return stored, stored.astype(np.float32)
-    stored = (image * float_scale).astype(np.float32)
-    return stored, stored
+    image *= np.float32(target_max / max(float(image.max()), 1e-12))
+    np.clip(np.rint(image, out=image), 0, 32767, out=image)
+    if storage == "float32":
+        image *= np.float32(float_slope)
+    return image

@@ -44,8 +44,8 @@ def draw_body(rng: np.random.Generator, male: bool) -> BodyParams:
     u = rng.uniform
     lateral, ap = u(150, 200) if male else u(140, 185), u(105, 140) if male else u(100, 130)
     fat = u(5, 20) if male else u(8, 25)
-    # The LV base centre sits left of the midline, about a third of the chest depth from the front.
-    centre = (u(25, 50), u(60, 90) - ap)
+    # The LV base centre sits left of the midline, 85-110 mm behind the skin of the anterior chest.
+    centre = (u(25, 50), u(85, 110) - ap)
     spine_radius = u(15, 20)
     spine = (centre[0] + u(-5, 5), centre[1] - ap + fat + u(45, 60))
     return BodyParams(
@@ -54,10 +54,10 @@ def draw_body(rng: np.random.Generator, male: bool) -> BodyParams:
         fat=fat,
         muscle=u(5, 15),
         dome_right=u(-50, -30),
-        dome_left=u(-65, -45),
+        dome_left=u(-75, -55),
         dome_radius=u(110, 150),
-        stomach_centre=(centre[0] - 0.45 * lateral, centre[1] + u(0.05, 0.3) * ap),
-        stomach_radius=u(35, 55),
+        stomach_centre=(centre[0] - 0.6 * lateral, centre[1] + u(-0.2, 0.1) * ap),
+        stomach_radius=u(30, 45),
         spine_centre=spine,
         spine_radius=spine_radius,
         aorta_centre=(spine[0] - u(18, 28), spine[1] + spine_radius + u(5, 15)),
@@ -120,7 +120,8 @@ def body_signal(body: BodyParams, values: dict[str, float], x, y, z, pixel: floa
     _paint(value, lung, values["lung"])
 
     # Below the right dome: liver; below the left dome: the stomach, fluid-filled or air.
-    liver = _cover(right_dome - z, inv) * _cover(x - (cx - 0.15 * lateral), 0.1) * inner
+    liver_extent = _ellipse_depth(x, y, (cx + 0.3 * lateral, cy - 0.05 * ap), (0.7 * lateral, 0.85 * ap))
+    liver = _cover(right_dome - z, inv) * _cover(liver_extent, inv) * inner
     _paint(value, liver, values["liver"])
     stomach_depth = body.stomach_radius - np.sqrt((x - body.stomach_centre[0]) ** 2 + (y - body.stomach_centre[1]) ** 2)
     _paint(value, _cover(stomach_depth, inv) * _cover(left_dome - z, inv) * inner, values["stomach"])

@@ -11,8 +11,10 @@ spans ``u = (s - base[t]) / length[t]`` in [0, 1]:
 - Myocardium: ED wall thickness w(u) thinning to the apex plus an apical cap; at frame t the
   myocardial area at depth u is ``A_ed(u) * L_ed / L(t)`` (incompressible wall, C), so
   ``r_epi = sqrt(r_endo^2 + A / pi)``. Basal slices lose the anteroseptal wall to the LVOT.
-- RV blood pool: an ellipse on the septal side minus the dilated LV epicardium, tapering to zero at
-  ``u = rv_extent``, scaled by its own ``c_rv(t)`` calibrated against its own volume curve.
+- RV blood pool: a crescent wrapped around the septal side of the LV, from 1 mm outside the LV
+  epicardium outward, thickest on the RV axis and thinning to its horns (the RV insertion points)
+  at +-``rv_wrap``. Its thickness tapers to zero at ``u = rv_extent`` and is scaled by its own
+  ``c_rv(t)``, calibrated against its own volume curve (never rescaled with the LV).
 
 Shapes are drawn as analytic signed distances turned into per-pixel area fractions (a linear
 ramp one pixel wide), so a pixel's coverage is exact where an edge is straight and no fine grid
@@ -51,17 +53,26 @@ class HeartParams:
     base_descent: float  # base-plane motion toward the apex at ES
     twist: float  # basal rotation at ES (the apex rotates the other way)
     rv_angle: float  # direction of the RV from the LV centre, from +right toward +anterior
-    rv_axes: tuple[float, float]  # RV ellipse semi-axes along / across the septum, x basal epi radius
-    rv_offset: float  # RV ellipse centre distance, x LV epicardial radius
+    rv_thickness: float  # RV crescent thickness on its axis, x basal epicardial radius (before calibration)
+    rv_wrap: float  # half-angle of LV circumference the RV crescent covers (insertion points)
     rv_extent: float  # the RV pool ends at this fraction of the LV length
     rv_wall: float
     papillary_angles: tuple[float, ...]
     papillary_radius: float
-    lvot_angle: float
-    lvot_halfwidth: float
-    lvot_depth: float  # fraction of L over which the basal wall opens to the LVOT
+    lvot_angle: float  # the basal ring opens toward this direction (LVOT, anteroseptal)
+    lvot_depth: float  # fraction of L over which the basal ring closes, from open at the base plane
     apical_darkening: float
     great_vessels: tuple[tuple[float, float, float], ...]  # (along RV dir, across, radius) x R_ref
+
+    def wall_thickness(self, u):
+        """ED wall thickness at depth u, quadratic: ``wall`` at mid-ventricle (u = 0.5), thinner apically."""
+        thinning = 1 - self.apical_wall
+        return self.wall * (1 - thinning * u * u) / (1 - 0.25 * thinning)
+
+    @property
+    def apex_depth(self) -> float:
+        """Depth of the epicardial apex below the ED base plane (mm): cavity plus apical cap."""
+        return self.length + float(self.wall_thickness(1.0))
 
 
 def draw_heart(rng: np.random.Generator, phenotype: str, male: bool) -> HeartParams:
@@ -116,15 +127,14 @@ def draw_heart(rng: np.random.Generator, phenotype: str, male: bool) -> HeartPar
         base_descent=descent,
         twist=float(np.deg2rad(twist)) * (1 if rng.random() < 0.5 else -1),
         rv_angle=rv_angle,
-        rv_axes=(u(1.2, 1.5), u(0.7, 0.8)),
-        rv_offset=u(0.7, 0.8),
+        rv_thickness=u(0.5, 0.8),
+        rv_wrap=deg(70, 95),
         rv_extent=u(0.70, 0.85),
         rv_wall=u(2, 4),
         papillary_angles=papillary,
         papillary_radius=u(1.5, 3.0),
         lvot_angle=rv_angle + deg(30, 60),
-        lvot_halfwidth=deg(25, 45),
-        lvot_depth=u(0.08, 0.15),
+        lvot_depth=u(0.15, 0.22),
         apical_darkening=u(0.08, 0.2),
         great_vessels=vessels,
     )
@@ -262,20 +272,15 @@ class _Heart:
 
     def __init__(self, heart: HeartParams, motion: Motion, scene: HeartScene):
         self.heart, self.motion, self.scene = heart, motion, scene
-        self.nominal_radius = np.sqrt(heart.lv_edv * 1000 / (2 / 3 * np.pi * heart.length))
+        self.nominal_radius = float(np.sqrt(heart.lv_edv * 1000 / (2 / 3 * np.pi * heart.length)))
         self.basal_radius = self.nominal_radius  # R_b at ED, fixed after the ED calibration
-        self.apical_wall = float(self.wall(np.array(1.0)))
-
-    def wall(self, u: np.ndarray) -> np.ndarray:
-        """ED wall thickness, quadratic in u: ``wall`` at mid-ventricle (u = 0.5), thinner apically."""
-        thinning = 1 - self.heart.apical_wall
-        return self.heart.wall * (1 - thinning * u * u) / (1 - 0.25 * thinning)
+        self.apical_wall = float(heart.wall_thickness(1.0))
 
     def myo_area_ed(self, u: np.ndarray, basal_radius: float) -> np.ndarray:
         """ED myocardial cross-section area (mm^2) at depth u: a ring above u = 1, a cap beyond."""
         length = self.heart.length
         endo = basal_radius * np.sqrt(np.clip(1 - u * u, 0, None))
-        ring = np.pi * ((endo + self.wall(u)) ** 2 - endo**2)
+        ring = np.pi * ((endo + self.heart.wall_thickness(u)) ** 2 - endo**2)
         cap = np.pi * np.clip(self.apical_wall**2 - ((u - 1) * length) ** 2, 0, None)
         return np.where(u < 0, 0.0, np.where(u <= 1, ring, cap))
 
@@ -304,11 +309,13 @@ def render_heart(heart: HeartParams, motion: Motion, scene: HeartScene):
     inv_pixel = 1.0 / scene.pixel
     voxel_ml = scene.pixel**2 * scene.slice_spacing / 1000.0
     depth = scene.slice_depth.astype(np.float64)
-    n_frames, centre = len(motion.lv_volume), len(scene.sub_offsets) // 2
-    # RV-aligned coordinates: radial toward the RV, tangential along the septum (no twist).
-    cos_rv, sin_rv = np.cos(heart.rv_angle), np.sin(heart.rv_angle)
-    radial = scene.right * cos_rv + scene.anterior * sin_rv
-    tangential = -scene.right * sin_rv + scene.anterior * cos_rv
+    n_frames = len(motion.lv_volume)
+    # Angle of each pixel about the LV axis from the RV direction (static: the RV does not twist).
+    radial = scene.right * np.float32(np.cos(heart.rv_angle)) + scene.anterior * np.float32(np.sin(heart.rv_angle))
+    tangential = -scene.right * np.float32(np.sin(heart.rv_angle)) + scene.anterior * np.float32(np.cos(heart.rv_angle))
+    angle = np.abs(np.arctan2(tangential, radial))
+    rv_profile = _crescent_profile(angle, heart.rv_wrap)
+    wall_profile = _crescent_profile(angle, heart.rv_wrap + heart.rv_wall / (geometry.nominal_radius + heart.wall))
     vessels = _great_vessel_distances(heart, geometry, scene, radial, tangential)
     signal = np.empty((n_frames,) + scene.right.shape, np.float32)
     labels = np.empty((n_frames,) + scene.right.shape, np.uint8)
@@ -342,30 +349,24 @@ def render_heart(heart: HeartParams, motion: Motion, scene: HeartScene):
         inside, wall, epi_centre = lv_fractions(lv_scale)
         papillary = _papillary(heart, along, across, geometry.lv_radii(u_centre, t, lv_scale)[0], u_centre, inv_pixel)
 
-        # RV: ellipse about a centre set off from the LV by rv_offset x the local epicardial radius.
-        reference = geometry.basal_radius + heart.wall
-        semi_along, semi_across = heart.rv_axes[0] * reference, heart.rv_axes[1] * reference
-        across = radial - (heart.rv_offset * epi_centre)[:, None, None]
-        rho = np.sqrt((tangential / semi_along) ** 2 + (across / semi_across) ** 2)
-        gradient = np.sqrt((tangential / semi_along**2) ** 2 + (across / semi_across**2) ** 2) + 1e-9
-        length_scale = rho / gradient  # (rho - m) * length_scale ~ signed distance (mm) to the m-ellipse
-        profile_centre = geometry.rv_profile(u_centre)
-        outside_lv = 1.0 - _shape(epi_centre + SEPTAL_GAP_MM * (epi_centre > 0), lv_metric, inv_pixel)
-        fade = 2.0 * semi_across * inv_pixel  # a vanishing RV fades out like _shape
+        reference_thickness = heart.rv_thickness * (geometry.basal_radius + heart.wall)
 
-        def rv_fraction(scale: float) -> np.ndarray:
-            reach = (scale * profile_centre)[:, None, None]
-            pool = _ramp((reach - rho) * length_scale, inv_pixel) * np.clip(fade * reach, 0, 1)
-            return pool * outside_lv
+        def rv_fraction(scale: float, epi: np.ndarray = epi_centre, u: np.ndarray = u_centre) -> np.ndarray:
+            thickness = (scale * reference_thickness * geometry.rv_profile(u)).astype(np.float32)[:, None, None]
+            inner = (epi + SEPTAL_GAP_MM).astype(np.float32)[:, None, None]
+            local = thickness * rv_profile
+            depth_inside = np.minimum(lv_metric - inner, inner + local - lv_metric)
+            # A crescent thinner than a pixel fades out with its thickness (no half-covered ring).
+            return _ramp(depth_inside, inv_pixel) * np.clip(local * inv_pixel, 0.0, 1.0) * (epi > 0)[:, None, None]
 
         def rv_volume(scale: float) -> float:
             pool = rv_fraction(scale)
             won = (pool > 1.0 - inside - wall - pool) & (pool > inside) & (pool > wall)
             return float(np.count_nonzero(won)) * voxel_ml
 
-        guess = rv_scale * (motion.rv_volume[t] / motion.rv_volume[t - 1]) ** 0.5 if t else 1.0
+        guess = rv_scale * (motion.rv_volume[t] / motion.rv_volume[t - 1]) if t else 1.0
         tolerance = max(0.003, 1.5 * voxel_ml / motion.rv_volume[t])
-        rv_scale = _solve_scale(rv_volume, motion.rv_volume[t], guess, 2.5, tolerance)
+        rv_scale = _solve_scale(rv_volume, motion.rv_volume[t], guess, 1.3, tolerance)
         scales[t] = lv_scale, rv_scale
         labels[t] = _label_argmax(inside, wall, rv_fraction(rv_scale))
 
@@ -374,30 +375,28 @@ def render_heart(heart: HeartParams, motion: Motion, scene: HeartScene):
         for k, weight in enumerate(scene.sub_weights):
             u = u_sub[:, k]
             endo, epi = geometry.lv_radii(u, t, lv_scale)
-            reach = (rv_scale * geometry.rv_profile(u))[:, None, None]
-            rv_present = np.clip(fade * reach, 0, 1)
-            rv_distance = (rho - reach) * length_scale
+            outer = ((epi + SEPTAL_GAP_MM) * (epi > 0)).astype(np.float32)[:, None, None]
+            thickness = (rv_scale * reference_thickness * geometry.rv_profile(u)).astype(np.float32)[:, None, None]
+            wall_outer = outer + (thickness + np.float32(heart.rv_wall) * (thickness > 0)) * wall_profile
             value = scene.background.copy()
-            heart_present = (epi > 0)[:, None, None]
-            fat = np.maximum(
-                _ramp(epi[:, None, None] + scene.fat_thickness - lv_metric, inv_pixel) * heart_present,
-                _ramp(heart.rv_wall + scene.fat_thickness - rv_distance, inv_pixel) * rv_present,
-            )
-            _paint(value, fat, scene.fat)
-            _paint(value, _ramp(heart.rv_wall - rv_distance, inv_pixel) * rv_present, scene.myocardium)
-            pool = _ramp(-rv_distance, inv_pixel) * rv_present
-            pool *= 1.0 - _shape(epi + SEPTAL_GAP_MM * (epi > 0), lv_metric, inv_pixel)
-            _paint(value, pool, scene.blood * scene.blood_texture)
+            _paint(value, _ramp(wall_outer + scene.fat_thickness - lv_metric, inv_pixel) * (outer > 0), scene.fat)
+            _paint(value, _ramp(wall_outer - lv_metric, inv_pixel) * (thickness > 0), scene.myocardium)
+            _paint(value, rv_fraction(rv_scale, epi, u), scene.blood * scene.blood_texture)
             wall_value = scene.blood + myo_kept * (scene.myocardium - scene.blood)  # LVOT: blood in the gap
             _paint(value, _shape(epi, lv_metric, inv_pixel), wall_value)
-            darkening = 1.0 - heart.apical_darkening * np.clip(u, 0, 1) ** 2
+            darkening = (1.0 - heart.apical_darkening * np.clip(u, 0, 1) ** 2).astype(np.float32)
             cavity = _shape(endo, lv_metric, inv_pixel)
-            _paint(value, cavity, scene.blood * scene.blood_texture * darkening[:, None, None].astype(np.float32))
+            _paint(value, cavity, scene.blood * scene.blood_texture * darkening[:, None, None])
             _paint(value, cavity * papillary, scene.myocardium)
             _paint_great_vessels(value, vessels, motion.base[t] - (depth + scene.sub_offsets[k]), scene, inv_pixel)
             accumulated += weight * value
         signal[t] = accumulated
     return signal, labels, scales
+
+
+def _crescent_profile(angle: np.ndarray, half_angle: float) -> np.ndarray:
+    """Relative RV crescent thickness at ``angle`` from its axis: flat-topped, 0 at +-half_angle."""
+    return np.sqrt(np.clip(1.0 - (angle / half_angle) ** 3, 0.0, None)).astype(np.float32)
 
 
 def _lv_frame(heart: HeartParams, scene: HeartScene, twist: float, u_centre: np.ndarray):
@@ -407,28 +406,35 @@ def _lv_frame(heart: HeartParams, scene: HeartScene, twist: float, u_centre: np.
     pixel, so ``radius - metric`` approximates the signed distance to an ellipse of area pi r^2.
     """
     angle = heart.ellipse_angle + twist * (1 - 2 * np.clip(u_centre, 0, 1))
-    cos_a, sin_a = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    cos_a = np.cos(angle).astype(np.float32)[:, None, None]
+    sin_a = np.sin(angle).astype(np.float32)[:, None, None]
     along = scene.right * cos_a + scene.anterior * sin_a
     across = -scene.right * sin_a + scene.anterior * cos_a
-    e = heart.ellipticity
+    e = np.float32(heart.ellipticity)
     return along, across, np.sqrt(along * along / e + across * across * e)
 
 
 def _direction(heart: HeartParams, angle: float) -> tuple[float, float]:
     """Unit vector of an anatomical direction (from +right toward +anterior) in the LV frame."""
     relative = angle - heart.ellipse_angle
-    return np.cos(relative), np.sin(relative)
+    return float(np.cos(relative)), float(np.sin(relative))
 
 
 def _lvot_gap(heart: HeartParams, u_centre, along, across, inv_pixel) -> np.ndarray:
-    """Fraction of myocardium kept: basal slices open the anteroseptal wall toward the LVOT."""
+    """Fraction of myocardium kept: basal slices show a partial ring, open toward the LVOT.
+
+    The opening's half-angle shrinks linearly from 180 degrees at the base plane to 0 at
+    ``lvot_depth``, so the myocardial area rises smoothly from the base instead of stepping:
+    real basal slices show such partial rings, and without the ramp the ED and ES slice sums of
+    myocardium would differ by up to half a basal ring (mass not conserved on the labels).
+    """
     kept = np.ones(along.shape, np.float32)
-    halfwidth = heart.lvot_halfwidth * np.clip(1 - u_centre / heart.lvot_depth, 0, 1) * (u_centre >= 0)
+    halfwidth = np.pi * np.clip(1 - u_centre / heart.lvot_depth, 0, 1) * (u_centre >= 0)
     dx, dy = _direction(heart, heart.lvot_angle)
     for z in np.flatnonzero(halfwidth > 0):
         radius = np.sqrt(along[z] ** 2 + across[z] ** 2)
         angle = np.arccos(np.clip((along[z] * dx + across[z] * dy) / (radius + 1e-6), -1, 1))
-        kept[z] = _ramp(radius * (angle - halfwidth[z]), inv_pixel)
+        kept[z] = _ramp(radius * (angle - np.float32(halfwidth[z])), inv_pixel)
     return kept
 
 
@@ -438,7 +444,8 @@ def _papillary(heart: HeartParams, along, across, endo, u_centre, inv_pixel) -> 
     for z in np.flatnonzero((u_centre > 0.2) & (u_centre < 0.75)):
         for angle in heart.papillary_angles:
             dx, dy = _direction(heart, angle)
-            distance = np.sqrt((along[z] - 0.6 * endo[z] * dx) ** 2 + (across[z] - 0.6 * endo[z] * dy) ** 2)
+            x, y = float(0.6 * endo[z] * dx), float(0.6 * endo[z] * dy)
+            distance = np.sqrt((along[z] - x) ** 2 + (across[z] - y) ** 2)
             np.maximum(cover[z], _ramp(heart.papillary_radius - distance, inv_pixel), out=cover[z])
     return cover
 
@@ -450,7 +457,7 @@ def _great_vessel_distances(heart, geometry, scene, radial, tangential):
     distances = []
     for along, across, radius in heart.great_vessels:
         d = np.sqrt((radial[above] - along * reference) ** 2 + (tangential[above] - across * reference) ** 2)
-        distances.append((d, radius * reference))
+        distances.append((d, float(radius * reference)))
     return above, distances
 
 
@@ -460,7 +467,7 @@ def _paint_great_vessels(value, vessels, height_above_base, scene, inv_pixel) ->
     if len(above) == 0:
         return
     height = height_above_base[above]
-    growth = np.sqrt(np.clip(height / 6.0, 0, 1))[:, None, None]
+    growth = np.sqrt(np.clip(height / 6.0, 0, 1)).astype(np.float32)[:, None, None]
     if not growth.any():
         return
     part = value[above]
