@@ -15,12 +15,14 @@ the problem, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from cmrssp.errors import InputError
 
 DATASET_CHOICES = ("mnms", "mnms2", "acdc", "nnunet", "folder")
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def positive_int(text: str) -> int:
@@ -62,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=("default", "tiny"), default="default",
         help="'default': realistic size (~256x216 px, 8-14 slices, 18-35 frames); 'tiny': small test subjects",
     )
-    phantom.add_argument("--workers", type=positive_int, default=1, help="processes generating subjects in parallel")
+    phantom.add_argument(
+        "--workers", type=positive_int, default=DEFAULT_WORKERS,
+        help=f"processes generating subjects in parallel (default {DEFAULT_WORKERS})",
+    )
     phantom.add_argument("--report", action="store_true", help="also print the per-subject QA table")
     phantom.set_defaults(handler=run_phantom)
 
@@ -94,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--canvas", type=int,
         help="override the stored canvas side in pixels (default 1.5 x size, so augmentation samples real image)",
     )
-    prepare.add_argument("--workers", type=positive_int, default=1, help="processes decoding subjects in parallel")
+    prepare.add_argument(
+        "--workers", type=positive_int, default=DEFAULT_WORKERS,
+        help=f"processes decoding subjects in parallel (default {DEFAULT_WORKERS}: this machine's cores, at most 4)",
+    )
     prepare.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort and its cache go (default ./data)")
     prepare.add_argument("--synthetic-subjects", type=positive_int, default=24, help="size of the synthetic cohort (default 24)")
     prepare.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic cohort (default 0)")

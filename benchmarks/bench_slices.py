@@ -76,6 +76,11 @@ def main() -> None:
     parser.add_argument("--spacing", type=float, default=1.4, help="native in-plane spacing (mm)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--raw", type=Path,
+        help="prepare a dataset from disk instead of random subjects (e.g. a phantom cohort from bench_phantom.py --keep)",
+    )
+    parser.add_argument("--layout", default="mnms", help="dataset layout of --raw (default mnms)")
     parser.add_argument("--repeats", type=int, default=5, help="timed warm loads per kind")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the target is 2 cores)")
     args = parser.parse_args()
@@ -88,15 +93,19 @@ def main() -> None:
         cache_dir = Path(temporary) / "cache"
     try:
         if not (cache_dir / "manifest.json").exists():
-            refs = [SyntheticRef(n, tuple(args.shape), args.spacing) for n in range(args.subjects)]
+            if args.raw is not None:
+                from cmrssp.data.sources import discover, load_subject
+
+                refs, loader, what = discover(args.layout, args.raw), load_subject, f"from {args.raw} (decode"
+            else:
+                refs = [SyntheticRef(n, tuple(args.shape), args.spacing) for n in range(args.subjects)]
+                loader, what = make_subject, f"random {tuple(args.shape)} at {args.spacing} mm (synthesis"
             started = time.perf_counter()
-            summary = prepare_cache(
-                refs, cache_dir, PrepareConfig(size=args.size), loader=make_subject, workers=args.workers
-            )
+            summary = prepare_cache(refs, cache_dir, PrepareConfig(size=args.size), loader=loader, workers=args.workers)
             wall = time.perf_counter() - started
             print(
-                f"prepare: {len(summary.prepared)} subjects {tuple(args.shape)} at {args.spacing} mm, "
-                f"{summary.seconds_per_subject:.2f} s per subject (synthesis + prepare + write), "
+                f"prepare: {len(summary.prepared)} subjects {what} + prepare + write): "
+                f"{summary.seconds_per_subject:.2f} s per subject, "
                 f"{wall / max(1, len(summary.prepared)):.2f} s wall per subject with {args.workers} worker(s)"
             )
         cache = open_cache(cache_dir)
