@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=4, default=(256, 216, 11, 25), metavar=("X", "Y", "Z", "T"))
     parser.add_argument("--spacing", type=float, default=1.4, help="native in-plane spacing (mm)")
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--canvas", type=int, default=0, help="stored canvas side (default 1.5 x size)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
         "--raw", type=Path,
@@ -101,7 +102,7 @@ def main() -> None:
                 refs = [SyntheticRef(n, tuple(args.shape), args.spacing) for n in range(args.subjects)]
                 loader, what = make_subject, f"random {tuple(args.shape)} at {args.spacing} mm (synthesis"
             started = time.perf_counter()
-            summary = prepare_cache(refs, cache_dir, PrepareConfig(size=args.size), loader=loader, workers=args.workers)
+            summary = prepare_cache(refs, cache_dir, PrepareConfig(size=args.size, canvas=args.canvas), loader=loader, workers=args.workers)
             wall = time.perf_counter() - started
             print(
                 f"prepare: {len(summary.prepared)} subjects {what} + prepare + write): "
