@@ -126,10 +126,84 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--subset-seed", type=int, default=0, help="seed of the subset draw (default 0)")
     split.set_defaults(handler=run_split)
 
+    finetune = commands.add_parser(
+        "finetune",
+        help="train the U-Net on labelled subjects: from scratch (the baseline) or from pretrained weights",
+        description="Supervised training of the study's U-Net (deep-supervised 0.5 CE + 0.5 Dice, SGD "
+        "Nesterov 0.99, poly learning rate, the study's augmentation) on ED/ES slices of N training "
+        "subjects, validating every epoch. Without --init it is the from-scratch baseline. With no "
+        "--data, the built-in synthetic cohort is prepared once and used. The run folder gets "
+        "config.json, split.json, metrics.csv, checkpoint.pt (to --resume), weights-last.pt and "
+        "weights-best.pt.",
+    )
+    add_run_options(finetune)
+    finetune.add_argument("--n-subjects", type=subset_size, default="all",
+                          help="training subjects to keep: a number (10, 15, 25, 50 in the study) or 'all' (default)")
+    finetune.add_argument("--subset-seed", type=int, help="seed of the subset draw; subsets of one seed are nested (default 0)")
+    finetune.add_argument("--init", help="pretrained weights: a weight file, or simclr|pcl|dino|mim for that "
+                          "method's pretraining run in the runs folder (default: from scratch)")
+    finetune.add_argument("--freeze-encoder-epochs", type=int,
+                          help="keep the loaded encoder frozen for this many epochs (default 0, as the study)")
+    finetune.add_argument("--split", type=Path, help="split file: the study's YAML (mm1/mm2) or a cmrssp split.json "
+                          "(default: a split drawn from the cache, test 20%%, valid 20%%, seed 0)")
+    finetune.set_defaults(handler=run_finetune)
+
     info = commands.add_parser("info", help="summarise a prepared cache", description="Print what a prepared cache holds.")
     info.add_argument("--cache", required=True, type=Path, help="prepared cache folder")
     info.set_defaults(handler=run_info)
     return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options every training command shares."""
+    parser.add_argument("--preset", choices=("paper", "cpu", "tiny"),
+                        help="'paper': the study's scale (1.25 mm, 256 px, full U-Net, 1000 epochs); 'cpu': a 2-core "
+                        "laptop trains a useful model in minutes (5 mm, 64 px, smaller U-Net); 'tiny': seconds, for "
+                        "tests. Default: paper on CUDA, cpu otherwise")
+    parser.add_argument("--data", type=Path, help="prepared cache folder (default: the built-in synthetic cohort)")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/<a name saying what the run is>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out (or the default folder) from its last checkpoint, with its saved configuration")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, help="number of epochs (the study: 1000 whatever the subset size)")
+    length.add_argument("--iterations", type=positive_int, help="an iteration budget instead of epochs (the learning rate then decays per iteration)")
+    parser.add_argument("--lr", type=float, help="base learning rate (default: the preset's; fine-tuning with --init uses 0.005)")
+    parser.add_argument("--batch-size", type=positive_int, help="training batch size in slices (the study: 32)")
+    parser.add_argument("--seed", type=int, help="training seed: initialisation, data order, augmentation (default 0)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), help="mixed precision (default auto: bf16/fp16 on CUDA, off on CPU)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where default run folders go (default ./runs)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort goes (default ./data)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def default_preset(args: argparse.Namespace) -> str:
+    import torch
+
+    if args.preset:
+        return args.preset
+    preset = "paper" if torch.cuda.is_available() else "cpu"
+    print(f"preset: {preset} ({'CUDA found' if preset == 'paper' else 'no CUDA'}; choose with --preset)")
+    return preset
+
+
+def run_finetune(args: argparse.Namespace) -> None:
+    from cmrssp.finetune import run_finetune as finetune
+    from cmrssp.presets import FINETUNE_LR_WITH_INIT, finetune_preset, replace
+
+    config = finetune_preset(default_preset(args))
+    data = replace(config.data, cache=str(args.data) if args.data else None, split=str(args.split) if args.split else None,
+                   n_subjects=0 if args.n_subjects == "all" else args.n_subjects, subset_seed=args.subset_seed)
+    train = replace(config.train, seed=args.seed, device=args.device, amp=args.amp, batch_size=args.batch_size)
+    if args.epochs is not None:
+        train = replace(train, epochs=args.epochs, iterations=0)
+    if args.iterations is not None:
+        train = replace(train, iterations=args.iterations)
+    lr = args.lr if args.lr is not None else (FINETUNE_LR_WITH_INIT if args.init else None)
+    config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=lr), init=args.init,
+                     freeze_encoder_epochs=args.freeze_encoder_epochs)
+    run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
+                       progress=not args.no_progress)
+    print(f"done: {run_dir}")
 
 
 def run_phantom(args: argparse.Namespace) -> None:
@@ -191,11 +265,16 @@ def run_info(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from cmrssp.train import TrainingError
+
     try:
         args.handler(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
         return 130

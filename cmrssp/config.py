@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,12 +56,24 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], values: dict[str, Any], source: str | Path | None = None) -> T:
-    """Build ``cls`` from a dict, rejecting unknown keys (a typo must not pass silently)."""
+    """Build ``cls`` from a dict (nested dataclasses and tuples included), rejecting unknown keys
+    (a typo must not pass silently)."""
+    if not isinstance(values, dict):
+        raise InputError(source, f"expected an object for {cls.__name__}, got {type(values).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise InputError(source, f"unknown {cls.__name__} keys {unknown}")
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    converted = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value, source)
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        converted[name] = value
+    return cls(**converted)
 
 
 def load_json(cls: type[T], path: str | Path) -> T:

@@ -1,0 +1,137 @@
+"""``run.py finetune``: the from-scratch baseline and fine-tuning from pretrained weights.
+
+Resolves everything a run needs (the data, the split and label-scarce subset, the initial
+weights, the device and precision), writes the run folder (``config.json``, ``split.json``),
+and hands a :class:`~cmrssp.segmentation.SegmentationTask` to the one training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from cmrssp import __version__
+from cmrssp.config import from_dict, to_dict
+from cmrssp.data.cache import Cache, open_cache
+from cmrssp.data.slices import load_slices
+from cmrssp.data.splits import Split, make_split, read_upstream_split, subset
+from cmrssp.errors import InputError
+from cmrssp.models import load_transferable, load_weight_file
+from cmrssp.presets import FinetuneConfig
+from cmrssp.segmentation import SegmentationTask
+from cmrssp.train import fit, resolve_device, resolve_precision
+
+PRETRAINING_METHODS = ("simclr", "pcl", "dino", "mim")
+TRANSFER_WEIGHTS = "weights-transfer.pt"  # what a pretraining run offers to fine-tuning
+
+
+def resolve_cache(config: FinetuneConfig, data_dir: Path, workers: int = 1) -> Path:
+    """The run's cache folder: the one given, or the built-in synthetic cohort (made once)."""
+    if config.data.cache:
+        return Path(config.data.cache)
+    from cmrssp.data.synthetic import prepare_synthetic
+
+    return prepare_synthetic(config.data.synthetic, config.data.grid, data_dir=data_dir, workers=workers)
+
+
+def resolve_split(config: FinetuneConfig, cache: Cache) -> Split:
+    """Train/valid/test of the run: the split file given or a drawn one, then the subset."""
+    labelled = cache.subjects(labelled=True)
+    if not labelled:
+        raise InputError(cache.path, "the cache holds no labelled subject to fine-tune on")
+    if config.data.split:
+        split = read_upstream_split(config.data.split, available_keys=cache.keys)
+    else:
+        split = make_split(labelled, test=config.data.test_fraction, valid_fraction=config.data.valid_fraction,
+                           seed=config.data.split_seed)
+    unlabelled = [key for key in split.train + split.valid if not cache.meta(key)["labelled"]]
+    if unlabelled:
+        raise InputError(config.data.split or None, f"subjects without labels in train/valid: {unlabelled[:5]}")
+    n = config.data.n_subjects
+    return subset(split, n if n > 0 else "all", seed=config.data.subset_seed)
+
+
+def resolve_init(init: str, runs_dir: Path) -> Path:
+    """A weight file, or a pretraining method's transferable weights in the runs folder."""
+    if init in PRETRAINING_METHODS:
+        path = runs_dir / f"pretrain-{init}" / TRANSFER_WEIGHTS
+        if not path.is_file():
+            raise InputError(path, f"no {init} pretraining weights yet; run `python run.py pretrain --method {init}` first")
+        return path
+    return Path(init)
+
+
+def default_run_name(config: FinetuneConfig) -> str:
+    if not config.init:
+        source = "scratch"
+    elif config.init in PRETRAINING_METHODS:
+        source = config.init
+    else:
+        source = Path(config.init).name.split(".")[0]
+    n = config.data.n_subjects or "all"
+    return f"finetune-{source}-n{n}-s{config.data.subset_seed}"
+
+
+def run_finetune(
+    config: FinetuneConfig,
+    run_dir: Path | None = None,
+    runs_dir: Path = Path("runs"),
+    data_dir: Path = Path("data"),
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Train one supervised run; return its folder."""
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir / default_run_name(config)
+    if resume:
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise InputError(run_dir, "nothing to resume (no config.json); start the run without --resume")
+        config = from_dict(FinetuneConfig, read_run_config(saved), saved)
+    cache_dir = resolve_cache(config, data_dir)
+    cache = open_cache(cache_dir)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
+    size = cache.config.size
+    if size % config.unet.size_multiple:
+        raise InputError(cache_dir, f"input size {size} is not a multiple of {config.unet.size_multiple}, "
+                                    f"which a {config.unet.n_levels}-level U-Net needs")
+    split = resolve_split(config, cache)
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(config.train.amp, device)
+    train_slices = load_slices(cache, split.train, "segmentation", device=device)
+    valid_slices = load_slices(cache, split.valid, "segmentation", device=device) if split.valid else None
+
+    torch.manual_seed(config.train.seed)
+    task = SegmentationTask(
+        config.unet, config.augment, train_slices, valid_slices, size, device,
+        freeze_encoder_epochs=config.freeze_encoder_epochs if config.init else 0,
+        val_batch_size=config.train.val_batch_size, channels_last=config.train.channels_last,
+    )
+    if config.init and not (resume and (run_dir / "checkpoint.pt").exists()):
+        weights = resolve_init(config.init, runs_dir)
+        report = load_transferable(task.model, load_weight_file(weights), weights)
+        log(report.describe())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split.save(run_dir / "split.json")
+    config_json = {"kind": "finetune", "toolkit": __version__, "torch": str(torch.__version__), "device": str(device),
+                   "precision": precision.name, **to_dict(config)}
+    log(f"{run_dir}: preset {config.preset}, {len(split.train)} training subjects ({len(train_slices)} slices), "
+        f"{len(split.valid)} validation subjects, device {device}, precision {precision.name}")
+    fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress)
+    return run_dir
+
+
+RUN_RECORD_KEYS = ("kind", "toolkit", "torch", "device", "precision")  # written beside the config
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's ``config.json`` without the record of where it ran."""
+    import json
+
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"not valid JSON ({error})") from None
+    return {k: v for k, v in values.items() if k not in RUN_RECORD_KEYS}

@@ -1,0 +1,108 @@
+"""Run configurations and their presets: ``paper`` (the study), ``cpu`` (a laptop), ``tiny`` (tests).
+
+Every run saves its whole configuration as ``config.json``; ``from_dict`` reads it back, so a
+run folder alone says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from cmrssp.augment import AugmentConfig
+from cmrssp.config import PREPARE_PRESETS, PrepareConfig, SyntheticCohortConfig
+from cmrssp.errors import InputError
+from cmrssp.models import UNetConfig
+from cmrssp.train import OptimizerConfig, TrainConfig
+
+PRESET_NAMES = ("paper", "cpu", "tiny")
+FINETUNE_LR_WITH_INIT = 0.005  # the study's config comment: "lower learning rate to 0.005 for finetuning"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which subjects a run trains and validates on.
+
+    Attributes:
+        cache: a prepared cache folder; "" = the built-in synthetic cohort (``synthetic``,
+            prepared on ``grid``), generated and prepared once under the data folder.
+        split: a split file (the study's YAML or a cmrssp JSON); "" = a split drawn with
+            ``test_fraction``, ``valid_fraction`` and ``split_seed``.
+        n_subjects: training subjects to keep (0 = all), drawn with ``subset_seed`` and nested
+            within a seed (10 ⊂ 15 ⊂ 25 ⊂ 50 ⊂ all).
+    """
+
+    cache: str = ""
+    split: str = ""
+    n_subjects: int = 0
+    subset_seed: int = 0
+    test_fraction: float = 0.2
+    valid_fraction: float = 0.2
+    split_seed: int = 0
+    synthetic: SyntheticCohortConfig = field(default_factory=SyntheticCohortConfig)
+    grid: PrepareConfig = field(default_factory=PrepareConfig)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A supervised run: the from-scratch baseline, or fine-tuning from pretrained weights.
+
+    Attributes:
+        init: "" (from scratch), a weight file, or a pretraining method name whose weights in
+            the runs folder are used.
+        freeze_encoder_epochs: epochs during which the loaded encoder gets no gradient (the study's
+            ``nr_epochs_frozen_encoder``, 0 in its baseline config; BN statistics still update).
+    """
+
+    preset: str
+    data: DataConfig
+    unet: UNetConfig
+    augment: AugmentConfig
+    optimizer: OptimizerConfig
+    train: TrainConfig
+    init: str = ""
+    freeze_encoder_epochs: int = 0
+
+
+def finetune_preset(name: str) -> FinetuneConfig:
+    """The named preset; see README "Presets" for what each one is for."""
+    if name == "paper":
+        return FinetuneConfig(
+            preset=name,
+            data=DataConfig(grid=PREPARE_PRESETS["paper"]),
+            unet=UNetConfig(),
+            augment=AugmentConfig(),
+            optimizer=OptimizerConfig(),
+            train=TrainConfig(epochs=1000, batch_size=32, val_batch_size=128),
+        )
+    if name == "cpu":
+        # Same 320 mm field of view at 5 mm pixels (64²), a 5-level network with 16 base
+        # channels; an iteration budget so every subset size gets a useful number of updates.
+        return FinetuneConfig(
+            preset=name,
+            data=DataConfig(grid=PREPARE_PRESETS["cpu"]),
+            unet=UNetConfig(channels=(16, 32, 64, 128, 256)),
+            augment=AugmentConfig(),
+            optimizer=OptimizerConfig(),
+            train=TrainConfig(epochs=0, iterations=1500, batch_size=32, val_batch_size=256, log_every=10),
+        )
+    if name == "tiny":
+        return FinetuneConfig(
+            preset=name,
+            data=DataConfig(
+                synthetic=SyntheticCohortConfig(subjects=8, phantom_preset="tiny"),
+                grid=PrepareConfig(spacing=8.0, size=32),
+                test_fraction=0.25,
+                valid_fraction=0.2,
+            ),
+            unet=UNetConfig(channels=(4, 8, 16)),
+            augment=AugmentConfig(),
+            optimizer=OptimizerConfig(),
+            train=TrainConfig(epochs=2, batch_size=8, val_batch_size=32, log_every=2),
+        )
+    raise InputError(None, f"unknown preset {name!r} (choose from {', '.join(PRESET_NAMES)})")
+
+
+def replace(config, **changes):
+    """``dataclasses.replace`` that ignores ``None`` values (unset command-line flags)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,144 @@
+"""The training loop at tiny scale: exact resume, divergence guard, weight transfer, CLI."""
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import run
+from cmrssp.errors import InputError
+from cmrssp.finetune import run_finetune
+from cmrssp.models import UNet, encoder_state, load_weight_file
+from cmrssp.presets import finetune_preset, replace
+from cmrssp.segmentation import SegmentationTask
+from cmrssp.train import OptimizerConfig, TrainConfig, TrainingError, make_plan
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def tiny(epochs=2, **train_changes):
+    config = finetune_preset("tiny")
+    return replace(config, train=replace(config.train, epochs=epochs, **train_changes))
+
+
+def weights(path):
+    return load_weight_file(path)
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_plan_epochs_and_iteration_budget():
+    plan = make_plan(100, TrainConfig(epochs=3, batch_size=32), OptimizerConfig())
+    assert (plan.iterations_per_epoch, plan.epochs, plan.total_steps) == (3, 3, 9)
+    assert np.all(plan.learning_rates[:3] == 0.01) and plan.learning_rates[3] < 0.01  # stepped per epoch
+    budget = make_plan(100, TrainConfig(iterations=10, batch_size=32), OptimizerConfig())
+    assert (budget.epochs, budget.total_steps) == (4, 10)
+    assert np.all(np.diff(budget.learning_rates) < 0)  # stepped per iteration
+    small = make_plan(5, TrainConfig(epochs=2, batch_size=32), OptimizerConfig())
+    assert (small.batch_size, small.iterations_per_epoch) == (5, 1)
+
+
+def test_training_writes_run_folder_and_resume_is_exact(tmp_path, data_dir, monkeypatch):
+    config = tiny(epochs=3)
+    reference = run_finetune(config, run_dir=tmp_path / "a", data_dir=data_dir, progress=False, log=lambda *_: None)
+    with open(reference / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    for column in ("lr", "train_loss", "train_ce", "train_dice_loss", "val_loss", "val_dice_LV", "val_dice_MYO",
+                   "val_dice_RV", "val_dice_mean"):
+        assert np.isfinite(float(rows[-1][column])), column
+    for name in ("config.json", "split.json", "checkpoint.pt", "weights-last.pt", "weights-best.pt"):
+        assert (reference / name).is_file()
+
+    # stop the same run in the middle of its second epoch, then resume it
+    calls = {"n": 0}
+    original = SegmentationTask.train_step
+    stop_at = int(rows[0]["step"]) + 2  # in the middle of the second epoch
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(SegmentationTask, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(config, run_dir=tmp_path / "b", data_dir=data_dir, progress=False, log=lambda *_: None)
+    monkeypatch.setattr(SegmentationTask, "train_step", original)
+    stopped = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert 0 < stopped["epoch"] < 3
+    with pytest.raises(InputError, match="--resume"):
+        run_finetune(config, run_dir=tmp_path / "b", data_dir=data_dir, progress=False, log=lambda *_: None)
+    run_finetune(config, run_dir=tmp_path / "b", data_dir=data_dir, resume=True, progress=False, log=lambda *_: None)
+    assert_same_weights(weights(reference / "weights-last.pt"), weights(tmp_path / "b" / "weights-last.pt"))
+    with open(tmp_path / "b" / "metrics.csv") as handle:
+        assert [r["train_loss"] for r in csv.DictReader(handle)] == [r["train_loss"] for r in rows]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
+    config = tiny(epochs=3)
+    original_step, original_epoch = SegmentationTask.train_step, SegmentationTask.before_epoch
+
+    def remember_epoch(self, epoch):
+        self.current_epoch = epoch
+        original_epoch(self, epoch)
+
+    def poisoned(self, indices, generator, step):
+        loss, parts = original_step(self, indices, generator, step)
+        return (loss * float("nan") if self.current_epoch == 2 else loss), parts
+
+    monkeypatch.setattr(SegmentationTask, "before_epoch", remember_epoch)
+    monkeypatch.setattr(SegmentationTask, "train_step", poisoned)
+    with pytest.raises(TrainingError, match="non-finite"):
+        run_finetune(config, run_dir=tmp_path / "nan", data_dir=data_dir, progress=False, log=lambda *_: None)
+    checkpoint = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2
+    assert all(torch.isfinite(v.float()).all() for v in checkpoint["model"].values())
+    assert all(torch.isfinite(v.float()).all() for v in weights(tmp_path / "nan" / "weights-last.pt").values())
+
+
+def test_init_transfers_encoder_and_freezing_keeps_it(tmp_path, data_dir):
+    config = tiny(epochs=1)
+    torch.manual_seed(123)
+    donor = UNet(config.unet)
+    source = tmp_path / "encoder.pt"
+    torch.save(encoder_state(donor), source)
+    messages = []
+    frozen = replace(config, init=str(source), freeze_encoder_epochs=1)
+    run_dir = run_finetune(frozen, run_dir=tmp_path / "ft", data_dir=data_dir, progress=False, log=messages.append)
+    assert any("transferred" in m and str(source) in m for m in messages)
+    trained = weights(run_dir / "weights-last.pt")
+    for key, value in encoder_state(donor).items():
+        if "running" in key or "num_batches" in key:
+            continue  # BN statistics keep updating while frozen (protocol 7.19)
+        assert torch.equal(trained[key], value), key
+    assert not torch.equal(trained["decoder.output_convs.0.weight"], donor.state_dict()["decoder.output_convs.0.weight"])
+
+    bad = tmp_path / "other.pt"
+    torch.save({"something.else": torch.zeros(3)}, bad)
+    with pytest.raises(InputError, match="nothing would transfer"):
+        run_finetune(replace(config, init=str(bad)), run_dir=tmp_path / "bad", data_dir=data_dir, progress=False)
+    with pytest.raises(InputError, match="pretrain --method pcl"):
+        run_finetune(replace(config, init="pcl"), run_dir=tmp_path / "pcl", runs_dir=tmp_path / "runs",
+                     data_dir=data_dir, progress=False)
+
+
+def test_cli_finetune_default_name_and_resume(tmp_path, data_dir, capsys):
+    args = ["finetune", "--preset", "tiny", "--n-subjects", "2", "--subset-seed", "1", "--epochs", "1",
+            "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir), "--no-progress"]
+    assert run.main(args) == 0
+    run_dir = tmp_path / "runs" / "finetune-scratch-n2-s1"
+    assert (run_dir / "weights-last.pt").is_file()
+    assert '"train"' in (run_dir / "split.json").read_text()
+    assert run.main(args) == 2  # a finished run is not overwritten
+    assert "--resume" in capsys.readouterr().err
+    assert run.main(args + ["--resume"]) == 0  # nothing left to do
