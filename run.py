@@ -166,7 +166,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int, help="number of epochs (the study: 1000 whatever the subset size)")
     length.add_argument("--iterations", type=positive_int, help="an iteration budget instead of epochs (the learning rate then decays per iteration)")
-    parser.add_argument("--lr", type=float, help="base learning rate (default: the preset's; fine-tuning with --init uses 0.005)")
+    parser.add_argument("--lr", type=float, help="base learning rate (default: the preset's, halved with --init: 0.01 -> 0.005 in the study)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size in slices (the study: 32)")
     parser.add_argument("--seed", type=int, help="training seed: initialisation, data order, augmentation (default 0)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
@@ -188,7 +188,7 @@ def default_preset(args: argparse.Namespace) -> str:
 
 def run_finetune(args: argparse.Namespace) -> None:
     from cmrssp.finetune import run_finetune as finetune
-    from cmrssp.presets import FINETUNE_LR_WITH_INIT, finetune_preset, replace
+    from cmrssp.presets import FINETUNE_LR_FACTOR, finetune_preset, replace
 
     config = finetune_preset(default_preset(args))
     data = replace(config.data, cache=str(args.data) if args.data else None, split=str(args.split) if args.split else None,
@@ -198,7 +198,7 @@ def run_finetune(args: argparse.Namespace) -> None:
         train = replace(train, epochs=args.epochs, iterations=0)
     if args.iterations is not None:
         train = replace(train, iterations=args.iterations)
-    lr = args.lr if args.lr is not None else (FINETUNE_LR_WITH_INIT if args.init else None)
+    lr = args.lr if args.lr is not None else (config.optimizer.lr * FINETUNE_LR_FACTOR if args.init else None)
     config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=lr), init=args.init,
                      freeze_encoder_epochs=args.freeze_encoder_epochs)
     run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,

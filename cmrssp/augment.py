@@ -1,7 +1,8 @@
 """The study's augmentation, applied to a whole batch at once on the training device.
 
-One ``F.affine_grid`` + ``F.grid_sample`` per batch (``align_corners=False``; bicubic images,
-nearest labels) with per-sample parameters, then the intensity transforms as tensor operations.
+One affine grid (``F.affine_grid``'s values, see :func:`affine_grid`) + ``F.grid_sample`` per batch
+(``align_corners=False``; bicubic images, nearest labels) with per-sample parameters, then the
+intensity transforms as tensor operations.
 No per-sample Python work, no host synchronisation (no ``.item()``, no data-dependent shapes):
 the per-sample Bernoulli draws select results with ``torch.where``.
 
@@ -36,7 +37,8 @@ before standardization, protocol 7.18); labels pad with 0.
 
 Intensity (protocol 3.7), in this order after the one resample (standardization is already in
 the cache): noise -> smooth -> scale -> shift -> gamma -> solarize. Each sample draws its own
-Bernoulli per transform.
+Bernoulli per transform. As MONAI, the smoothing pads with zeros, i.e. with the subject mean in
+standardized units, so the outermost 4σ output pixels are pulled towards it.
 
 Switches for the upstream surprises (protocol 7), defaults reproduce upstream:
 
@@ -62,7 +64,7 @@ then copied to the device.
 
 Multiple views (protocol 2.1–2.3): SimCLR/PCL call :func:`augment_batch` twice with the same
 generator (independent views). DINO calls it per crop with a preset of ``AUGMENT_PRESETS``:
-the two global crops at S, the six local crops at ``out_size = S // 2`` (call once on the batch
+the two global crops at ``size`` S, the six local crops at ``size`` S // 2 (one call on the batch
 repeated 6 times).
 """
 
@@ -151,8 +153,10 @@ class AugmentConfig:
                 raise InputError(None, f"augment {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.scale_range[0] <= 0 or self.smooth_sigma_range[0] <= 0:
             raise InputError(None, "augment scale_range and smooth_sigma_range must be positive")
-        if self.rotation_deg < 0 or self.translation_px < 0 or self.noise_std < 0 or self.translation_reference < 1:
-            raise InputError(None, "augment rotation_deg, translation_px, noise_std must be >= 0, translation_reference >= 1")
+        if min(self.rotation_deg, self.translation_px, self.noise_std) < 0:
+            raise InputError(None, "augment rotation_deg, translation_px and noise_std must be >= 0")
+        if self.translation_reference < 1:
+            raise InputError(None, f"augment translation_reference must be >= 1, got {self.translation_reference}")
 
 
 NO_AUGMENTATION = AugmentConfig(
@@ -241,7 +245,7 @@ def affine_theta(
     # Grid order (x = axis 1, y = axis 0).
     scale_x, scale_y = zoom * sign[:, 1], zoom * sign[:, 0]
     cos, sin = torch.cos(angle), torch.sin(angle)
-    a = torch.stack([torch.stack([cos * scale_x, -sin * scale_y], -1), torch.stack([sin * scale_x, cos * scale_y], -1)], 1)
+    a = torch.stack([cos * scale_x, -sin * scale_y, sin * scale_x, cos * scale_y], -1).view(batch, 2, 2)
     centre_xy, shift_xy = centre.flip(-1), shift.flip(-1)
     offset = centre_xy - torch.einsum("bij,bj->bi", a, shift_xy)
     return torch.cat([a * (size / canvas), ((2.0 * offset + 1.0) / canvas - 1.0)[:, :, None]], dim=2)
@@ -292,8 +296,8 @@ def resample_affine(
     _check_batch(images, labels, size)
     batch = images.shape[0]
     fill = background.to(images.device, torch.float32).view(batch, 1, 1, 1)
-    shifted = images[:, None] - fill  # float16 canvases promote to float32 in the same pass
-    grid = F.affine_grid(theta.to(shifted), [batch, 1, size, size], align_corners=False)
+    shifted = images[:, None].to(torch.float32, copy=True).sub_(fill)
+    grid = affine_grid(theta.to(shifted), size)
     out = F.grid_sample(shifted, grid, mode=interpolation, padding_mode="zeros", align_corners=False).add_(fill)
     out_labels = None
     if labels is not None:
@@ -301,6 +305,20 @@ def resample_affine(
             labels[:, None].to(torch.float32), grid, mode="nearest", padding_mode="zeros", align_corners=False
         )[:, 0].to(torch.int64)
     return out, out_labels
+
+
+def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, 1, S, S), align_corners=False)`` (B, S, S, 2), as an outer sum
+    of two per-axis terms: the same values to float rounding, about 3x faster on a CPU than the
+    library's (B, S², 3) x (B, 3, 2) batched matrix product."""
+    batch = theta.shape[0]
+    base = (2.0 * torch.arange(size, device=theta.device, dtype=theta.dtype) + 1.0) / size - 1.0
+    grid = torch.empty((batch, size, size, 2), device=theta.device, dtype=theta.dtype)
+    for axis in (0, 1):  # grid x then y: theta row ``axis``
+        along_x = theta[:, axis, 0, None, None] * base[None, None, :]
+        along_y = theta[:, axis, 1, None, None] * base[None, :, None] + theta[:, axis, 2, None, None]
+        torch.add(along_x, along_y, out=grid[..., axis])
+    return grid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,14 +372,20 @@ def augment_intensity(
         gamma = (low + u[:, 10] * (high - low)).view(batch, 1, 1, 1)
         minimum = x.amin(dim=(1, 2, 3), keepdim=True)
         extent = x.amax(dim=(1, 2, 3), keepdim=True) - minimum
-        adjusted = ((x - minimum) / (extent + GAMMA_EPSILON)).pow_(gamma).mul_(extent).add_(minimum)
-        x = torch.where(gamma_on.view(batch, 1, 1, 1), adjusted, x)
+        # (x - min) stays >= 0 exactly, so the power never sees a negative base.
+        adjusted = (x - minimum).div_(extent + GAMMA_EPSILON).pow_(gamma)
+        x = _select(gamma_on, torch.addcmul(minimum, adjusted, extent), x, config.gamma_prob)
     if config.solarize_prob > 0:
         if max_value is None:
             raise ValueError("solarization needs max_value, the standardized subject maxima")
         top = max_value.to(device, torch.float32).view(batch, 1, 1, 1)
         x = torch.where(solarize_on.view(batch, 1, 1, 1) & (x > config.solarize_threshold), top - x, x)
     return x if x is not images else images.clone()
+
+
+def _select(on: torch.Tensor, changed: torch.Tensor, unchanged: torch.Tensor, probability: float) -> torch.Tensor:
+    """Per-sample choice; a transform that always applies needs no selection pass."""
+    return changed if probability >= 1.0 else torch.where(on.view(-1, 1, 1, 1), changed, unchanged)
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
@@ -382,9 +406,11 @@ def _smooth(x: torch.Tensor, sigma: torch.Tensor, on: torch.Tensor, sigma_max: f
     impulse = torch.zeros(2 * radius + 1, device=x.device)
     impulse[radius] = 1.0
     kernels = [torch.where(on[:, None], gaussian_kernels(sigma[:, axis], radius), impulse) for axis in (0, 1)]
-    y = F.conv2d(x.view(1, batch, height, width), kernels[0].view(batch, 1, -1, 1), padding=(radius, 0), groups=batch)
+    # Channels-last makes oneDNN's grouped (depthwise) convolution several times faster on a CPU.
+    y = x.reshape(1, batch, height, width).contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(y, kernels[0].view(batch, 1, -1, 1), padding=(radius, 0), groups=batch)
     y = F.conv2d(y, kernels[1].view(batch, 1, 1, -1), padding=(0, radius), groups=batch)
-    return y.view(batch, 1, height, width)
+    return y.contiguous().view(batch, 1, height, width)
 
 
 # ---------------------------------------------------------------------------------------------
