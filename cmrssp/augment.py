@@ -172,7 +172,7 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
         scale_range=(0.524, 1.4), **{**_DINO_SHARED, "smooth_prob": 1.0}, smooth_sigma_range=(0.1, 2.0)
     ),
     "dino_global_solarize": AugmentConfig(scale_range=(0.524, 1.4), **_DINO_SHARED, solarize_prob=0.2),
-    # Called at out_size = S // 2.
+    # Called at size S // 2 (128 for the 256 grid).
     "dino_local": AugmentConfig(
         scale_range=(0.313, 0.524), translation_px=160.0, translation_reference=128, **_DINO_SHARED
     ),
