@@ -174,6 +174,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where default run folders go (default ./runs)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort goes (default ./data)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="change any configuration field, e.g. --set augment.intensity_scale_mode=factor or "
+        "--set augment.centring=image (the protocol switches are listed in the README); repeatable",
+    )
 
 
 def default_preset(args: argparse.Namespace) -> str:
@@ -187,6 +192,7 @@ def default_preset(args: argparse.Namespace) -> str:
 
 
 def run_finetune(args: argparse.Namespace) -> None:
+    from cmrssp.config import apply_overrides
     from cmrssp.finetune import run_finetune as finetune
     from cmrssp.presets import FINETUNE_LR_FACTOR, finetune_preset, replace
 
@@ -201,6 +207,7 @@ def run_finetune(args: argparse.Namespace) -> None:
     lr = args.lr if args.lr is not None else (config.optimizer.lr * FINETUNE_LR_FACTOR if args.init else None)
     config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=lr), init=args.init,
                      freeze_encoder_epochs=args.freeze_encoder_epochs)
+    config = apply_overrides(config, args.set)
     run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
                        progress=not args.no_progress)
     print(f"done: {run_dir}")

@@ -114,3 +114,31 @@ class SyntheticCohortConfig:
     @property
     def name(self) -> str:
         return f"synthetic-{self.layout}-{self.phantom_preset}-n{self.subjects}-seed{self.seed}"
+
+
+def apply_overrides(config: T, assignments: list[str]) -> T:
+    """Set nested fields from ``section.field=value`` strings (the command line's ``--set``).
+
+    Values are parsed as JSON when they can be (numbers, true/false, lists), else taken as
+    strings, e.g. ``augment.intensity_scale_mode=factor`` or ``augment.scale_range=[0.8,1.2]``.
+    The result is rebuilt through :func:`from_dict`, so unknown names and bad values are refused.
+    """
+    values = to_dict(config)
+    for assignment in assignments:
+        name, separator, text = assignment.partition("=")
+        if not separator or not name:
+            raise InputError(None, f"--set expects section.field=value, got {assignment!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        node = values
+        *parents, leaf = name.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise InputError(None, f"--set {name}: no configuration section {part!r}")
+            node = node[part]
+        if leaf not in node:
+            raise InputError(None, f"--set {name}: no such setting (choose from {', '.join(sorted(node))})")
+        node[leaf] = value
+    return from_dict(type(config), values)

@@ -25,3 +25,21 @@ def test_validation():
         PrepareConfig(spacing=0).validate()
     with pytest.raises(InputError):
         PrepareConfig(size=64, canvas=32).validate()
+
+
+def test_overrides_set_nested_fields_and_refuse_unknown_names():
+    from cmrssp.config import apply_overrides
+    from cmrssp.presets import finetune_preset
+
+    config = finetune_preset("tiny")
+    changed = apply_overrides(config, ["augment.intensity_scale_mode=factor", "augment.scale_range=[0.8, 1.2]",
+                                       "train.epochs=7", "data.synthetic.subjects=5"])
+    assert changed.augment.intensity_scale_mode == "factor" and changed.augment.scale_range == (0.8, 1.2)
+    assert changed.train.epochs == 7 and changed.data.synthetic.subjects == 5
+    assert config.train.epochs != 7  # the original is untouched
+    with pytest.raises(InputError, match="no such setting"):
+        apply_overrides(config, ["augment.centerring=image"])
+    with pytest.raises(InputError, match="must be one of"):
+        apply_overrides(config, ["augment.centring=heart"])
+    with pytest.raises(InputError, match="section.field=value"):
+        apply_overrides(config, ["augment"])
