@@ -142,3 +142,8 @@ def test_cli_finetune_default_name_and_resume(tmp_path, data_dir, capsys):
     assert run.main(args) == 2  # a finished run is not overwritten
     assert "--resume" in capsys.readouterr().err
     assert run.main(args + ["--resume"]) == 0  # nothing left to do
+    switched = args[:-1] + ["--out", str(tmp_path / "switched"), "--set", "augment.intensity_scale_mode=factor"]
+    assert run.main(switched) == 0
+    import json
+
+    assert json.loads((tmp_path / "switched" / "config.json").read_text())["augment"]["intensity_scale_mode"] == "factor"
