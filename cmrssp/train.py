@@ -110,6 +110,9 @@ class Task(Protocol):
     def n_train(self) -> int:
         """Number of training samples an epoch runs over."""
 
+    def setup(self, plan: "Plan") -> None:
+        """Called once before training with the run's length (for per-iteration schedules)."""
+
     def before_epoch(self, epoch: int) -> None:
         """Per-epoch switches (encoder freezing, DINO's frozen last layer, ...)."""
 
@@ -141,6 +144,9 @@ class BaseTask:
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.model.parameters()]}]
+
+    def setup(self, plan: "Plan") -> None:
+        pass
 
     def before_epoch(self, epoch: int) -> None:
         pass
@@ -325,6 +331,7 @@ def fit(
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     plan = make_plan(task.n_train(), train, optimizer_config)
+    task.setup(plan)
     optimizer = build_optimizer(task, optimizer_config)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
     history: list[dict[str, Any]] = []
