@@ -126,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--subset-seed", type=int, default=0, help="seed of the subset draw (default 0)")
     split.set_defaults(handler=run_split)
 
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="self-supervised pretraining of the U-Net encoder (SimCLR, PCL, DINO) or whole U-Net (MIM)",
+        description="Pretrain on every frame x slice of the training subjects (labels unused; the "
+        "validation subjects give a validation loss where the method has one; test subjects are never "
+        "seen). Writes checkpoint.pt, metrics.csv and weights-transfer.pt, which `finetune --init "
+        "<method>` loads (default folder runs/pretrain-<method>). MIM also writes weights-encoder.pt, "
+        "weights-encoder-decoder.pt and example reconstructions.",
+    )
+    pretrain.add_argument("--method", required=True, choices=("simclr", "pcl", "dino", "mim"),
+                          help="simclr: two views, NT-Xent; pcl: positives by slice position; dino: self-distillation "
+                          "with 2 global + 6 local crops; mim: masked image modelling with the whole U-Net")
+    add_run_options(pretrain)
+    pretrain.add_argument("--split", type=Path, help="split file; pretraining uses its train subjects (default: the "
+                          "split drawn from the cache, the same one finetune uses)")
+    pretrain.set_defaults(handler=run_pretrain)
+
     finetune = commands.add_parser(
         "finetune",
         help="train the U-Net on labelled subjects: from scratch (the baseline) or from pretrained weights",
@@ -211,6 +228,25 @@ def run_finetune(args: argparse.Namespace) -> None:
     run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
                        progress=not args.no_progress)
     print(f"done: {run_dir}")
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    from cmrssp.config import apply_overrides
+    from cmrssp.presets import pretrain_preset, replace
+    from cmrssp.pretrain import run_pretrain as pretrain
+
+    config = pretrain_preset(default_preset(args), args.method)
+    data = replace(config.data, cache=str(args.data) if args.data else None, split=str(args.split) if args.split else None)
+    train = replace(config.train, seed=args.seed, device=args.device, amp=args.amp, batch_size=args.batch_size)
+    if args.epochs is not None:
+        train = replace(train, epochs=args.epochs, iterations=0)
+    if args.iterations is not None:
+        train = replace(train, iterations=args.iterations)
+    config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=args.lr))
+    config = apply_overrides(config, args.set)
+    run_dir = pretrain(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
+                       progress=not args.no_progress)
+    print(f"done: {run_dir} (fine-tune from it with: python run.py finetune --init {args.method})")
 
 
 def run_phantom(args: argparse.Namespace) -> None:

@@ -444,9 +444,12 @@ def augment_batch(
     canvas = _check_batch(images, labels, size)
     if centre is None:
         centre = torch.full((images.shape[0], 2), math.nan, device=images.device)
-    theta = random_affine(centre.to(images.device), canvas, size, config, generator)
-    out, out_labels = resample_affine(images, labels, background, theta, size, config.interpolation)
-    return augment_intensity(out, max_value, config, generator), out_labels
+    # Augmentation is data preparation: always float32, even inside a training step's autocast
+    # (CPU bf16 grouped convolutions can also be pathologically slow).
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        theta = random_affine(centre.to(images.device), canvas, size, config, generator)
+        out, out_labels = resample_affine(images, labels, background, theta, size, config.interpolation)
+        return augment_intensity(out, max_value, config, generator), out_labels
 
 
 def _check_batch(images: torch.Tensor, labels: torch.Tensor | None, size: int) -> int:

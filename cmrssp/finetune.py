@@ -19,38 +19,40 @@ from cmrssp.data.slices import load_slices
 from cmrssp.data.splits import Split, make_split, read_upstream_split, subset
 from cmrssp.errors import InputError
 from cmrssp.models import load_transferable, load_weight_file
-from cmrssp.presets import FinetuneConfig
+from cmrssp.presets import DataConfig, FinetuneConfig
 from cmrssp.segmentation import SegmentationTask
-from cmrssp.train import fit, resolve_device, resolve_precision
+from cmrssp.train import TRANSFER_WEIGHTS, fit, resolve_device, resolve_precision
 
 PRETRAINING_METHODS = ("simclr", "pcl", "dino", "mim")
-TRANSFER_WEIGHTS = "weights-transfer.pt"  # what a pretraining run offers to fine-tuning
 
 
-def resolve_cache(config: FinetuneConfig, data_dir: Path, workers: int = 1) -> Path:
+def resolve_cache(data: DataConfig, data_dir: Path, workers: int = 1) -> Path:
     """The run's cache folder: the one given, or the built-in synthetic cohort (made once)."""
-    if config.data.cache:
-        return Path(config.data.cache)
+    if data.cache:
+        return Path(data.cache)
     from cmrssp.data.synthetic import prepare_synthetic
 
-    return prepare_synthetic(config.data.synthetic, config.data.grid, data_dir=data_dir, workers=workers)
+    return prepare_synthetic(data.synthetic, data.grid, data_dir=data_dir, workers=workers)
 
 
-def resolve_split(config: FinetuneConfig, cache: Cache) -> Split:
-    """Train/valid/test of the run: the split file given or a drawn one, then the subset."""
+def study_split(data: DataConfig, cache: Cache) -> Split:
+    """Train/valid/test of the cohort: the split file given, or one drawn over the labelled
+    subjects (so pretraining and fine-tuning of one cache always share the same test set)."""
     labelled = cache.subjects(labelled=True)
+    if data.split:
+        return read_upstream_split(data.split, available_keys=cache.keys)
     if not labelled:
-        raise InputError(cache.path, "the cache holds no labelled subject to fine-tune on")
-    if config.data.split:
-        split = read_upstream_split(config.data.split, available_keys=cache.keys)
-    else:
-        split = make_split(labelled, test=config.data.test_fraction, valid_fraction=config.data.valid_fraction,
-                           seed=config.data.split_seed)
+        raise InputError(cache.path, "the cache holds no labelled subject; give a --split file to say which subjects are which")
+    return make_split(labelled, test=data.test_fraction, valid_fraction=data.valid_fraction, seed=data.split_seed)
+
+
+def resolve_split(data: DataConfig, cache: Cache) -> Split:
+    """The fine-tuning split: the study split, then the label-scarce subset of its training pool."""
+    split = study_split(data, cache)
     unlabelled = [key for key in split.train + split.valid if not cache.meta(key)["labelled"]]
     if unlabelled:
-        raise InputError(config.data.split or None, f"subjects without labels in train/valid: {unlabelled[:5]}")
-    n = config.data.n_subjects
-    return subset(split, n if n > 0 else "all", seed=config.data.subset_seed)
+        raise InputError(data.split or cache.path, f"subjects without labels in train/valid: {unlabelled[:5]}")
+    return subset(split, data.n_subjects if data.n_subjects > 0 else "all", seed=data.subset_seed)
 
 
 def resolve_init(init: str, runs_dir: Path) -> Path:
@@ -90,14 +92,14 @@ def run_finetune(
         if not saved.is_file():
             raise InputError(run_dir, "nothing to resume (no config.json); start the run without --resume")
         config = from_dict(FinetuneConfig, read_run_config(saved), saved)
-    cache_dir = resolve_cache(config, data_dir)
+    cache_dir = resolve_cache(config.data, data_dir)
     cache = open_cache(cache_dir)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
     size = cache.config.size
     if size % config.unet.size_multiple:
         raise InputError(cache_dir, f"input size {size} is not a multiple of {config.unet.size_multiple}, "
                                     f"which a {config.unet.n_levels}-level U-Net needs")
-    split = resolve_split(config, cache)
+    split = resolve_split(config.data, cache)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
     train_slices = load_slices(cache, split.train, "segmentation", device=device)

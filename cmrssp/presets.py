@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from cmrssp.augment import AugmentConfig
 from cmrssp.config import PREPARE_PRESETS, PrepareConfig, SyntheticCohortConfig
 from cmrssp.errors import InputError
+from cmrssp.methods import METHODS
+from cmrssp.methods.contrastive import ContrastiveConfig
+from cmrssp.methods.dino import DinoConfig, dino_optimizer_config
+from cmrssp.methods.mim import MimConfig
 from cmrssp.models import UNetConfig
 from cmrssp.train import OptimizerConfig, TrainConfig
 
@@ -111,3 +115,62 @@ def finetune_preset(name: str) -> FinetuneConfig:
 def replace(config, **changes):
     """``dataclasses.replace`` that ignores ``None`` values (unset command-line flags)."""
     return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A self-supervised pretraining run (protocol 2).
+
+    ``unet`` gives the encoder (and, for MIM, decoder) shape; its heads are the method's own.
+    Only the section of the chosen ``method`` is used (``contrastive`` for simclr and pcl).
+    """
+
+    preset: str
+    method: str
+    data: DataConfig
+    unet: UNetConfig
+    augment: AugmentConfig
+    optimizer: OptimizerConfig
+    train: TrainConfig
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    mim: MimConfig = field(default_factory=MimConfig)
+
+
+def _pretrain_paper(method: str) -> tuple[OptimizerConfig, TrainConfig]:
+    """The study's optimiser and length per method (protocol 2.1-2.4): 100 epochs each."""
+    if method == "simclr":
+        return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, schedule="cosine"),
+                TrainConfig(epochs=100, batch_size=224, val_batch_size=224))
+    if method == "pcl":  # no mixed precision in the study's PCL (protocol 7.20)
+        return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-5, schedule="cosine"),
+                TrainConfig(epochs=100, batch_size=64, val_batch_size=64, amp="off"))
+    if method == "dino":
+        return dino_optimizer_config(64), TrainConfig(epochs=100, batch_size=64)
+    if method == "mim":
+        return (OptimizerConfig(lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5, schedule="cosine"),
+                TrainConfig(epochs=100, batch_size=128, val_batch_size=256))
+    raise InputError(None, f"unknown pretraining method {method!r} (choose from {', '.join(METHODS)})")
+
+
+def pretrain_preset(name: str, method: str) -> PretrainConfig:
+    """The named preset for one method; ``cpu`` and ``tiny`` shrink grid, network and length."""
+    optimizer, train = _pretrain_paper(method)
+    base = finetune_preset(name)
+    config = PretrainConfig(preset=name, method=method, data=base.data, unet=base.unet, augment=AugmentConfig(),
+                            optimizer=optimizer, train=train)
+    if name == "paper":
+        return config
+    batch = {"cpu": 32, "tiny": 8}[name]
+    length = dict(epochs=0, iterations=300) if name == "cpu" else dict(epochs=2)
+    train = dataclasses.replace(train, batch_size=batch, val_batch_size=4 * batch, log_every=base.train.log_every, **length)
+    if method == "dino":
+        optimizer = dataclasses.replace(dino_optimizer_config(batch), warmup_epochs=1 if name == "cpu" else 0)
+        # the protocol's head on the cpu preset (it costs little next to the encoder); tiny shrinks it
+        small = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16) if name == "tiny" else {}
+        dino = DinoConfig(teacher_temp_warmup_epochs=2, **small)
+        return dataclasses.replace(config, train=train, optimizer=optimizer, dino=dino)
+    if method == "mim" and name == "cpu":
+        # the cpu fine-tuning preset's reasoning: the same effective step with momentum 0.9
+        optimizer = dataclasses.replace(optimizer, lr=0.1, momentum=0.9)
+    return dataclasses.replace(config, train=train, optimizer=optimizer)

@@ -37,6 +37,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 WEIGHTS_LAST = "weights-last.pt"
 WEIGHTS_BEST = "weights-best.pt"
+TRANSFER_WEIGHTS = "weights-transfer.pt"  # what a pretraining run offers to `finetune --init`
 
 
 class TrainingError(RuntimeError):

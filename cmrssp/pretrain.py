@@ -1,0 +1,103 @@
+"""``run.py pretrain``: self-supervised pretraining with SimCLR, PCL, DINO or MIM (protocol 2).
+
+Pretrains on every frame × slice of the training subjects of the cohort's split (plus any
+unlabelled subjects that are in no split, e.g. the M&Ms ``Training/Unlabeled`` cines or a user's
+own folder of cines); the validation subjects give the validation loss where the method has
+one; test subjects are never seen (protocol 7.24). Writes the run folder of the one loop and the
+transferable weights ``weights-transfer.pt`` that ``finetune --init <method>`` loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from cmrssp import __version__
+from cmrssp.augment import AUGMENT_PRESETS
+from cmrssp.config import from_dict, to_dict
+from cmrssp.data.cache import open_cache
+from cmrssp.data.slices import load_slices
+from cmrssp.errors import InputError
+from cmrssp.finetune import read_run_config, resolve_cache, study_split
+from cmrssp.presets import PretrainConfig
+from cmrssp.train import fit, resolve_device, resolve_precision
+
+
+def build_task(config: PretrainConfig, cache, train_keys, valid_keys, device):
+    """The method's Task on the run's slices."""
+    size = cache.config.size
+    train_slices = load_slices(cache, train_keys, "pretraining", device=device)
+    valid_slices = load_slices(cache, valid_keys, "pretraining", device=device) if valid_keys else None
+    channels, in_channels = config.unet.channels, config.unet.in_channels
+    common = dict(size=size, device=device, channels_last=config.train.channels_last)
+    if config.method in ("simclr", "pcl"):
+        from cmrssp.methods.contrastive import ContrastiveTask, slice_positions
+
+        n_slices = torch.tensor([cache.meta(key)["n_slices"] for key in train_keys])
+        positions_train = slice_positions(train_slices, n_slices.to(train_slices.subject.device), config.contrastive.position)
+        positions_valid = None
+        if valid_slices is not None:
+            n_valid = torch.tensor([cache.meta(key)["n_slices"] for key in valid_keys])
+            positions_valid = slice_positions(valid_slices, n_valid.to(valid_slices.subject.device), config.contrastive.position)
+        return ContrastiveTask(config.method, channels, in_channels, config.contrastive, config.augment, train_slices,
+                               valid_slices, positions_train, positions_valid, val_batch_size=config.train.val_batch_size,
+                               **common)
+    if config.method == "dino":
+        from cmrssp.methods.dino import DinoTask
+
+        # DINO's crops have their own augmentation presets; the run's switches still apply to them.
+        shared = {name: getattr(config.augment, name) for name in ("centring", "centre_align_corners_quirk",
+                                                                     "intensity_scale_mode", "noise_std_random",
+                                                                     "interpolation")}
+        presets = {name: dataclasses.replace(preset, **shared) for name, preset in AUGMENT_PRESETS.items()}
+        return DinoTask(channels, in_channels, config.dino, presets, train_slices, **common)
+    if config.method == "mim":
+        from cmrssp.methods.mim import MimTask
+
+        return MimTask(channels, in_channels, config.mim, config.augment, train_slices, valid_slices,
+                       val_batch_size=config.train.val_batch_size, **common)
+    raise InputError(None, f"unknown pretraining method {config.method!r}")
+
+
+def run_pretrain(
+    config: PretrainConfig,
+    run_dir: Path | None = None,
+    runs_dir: Path = Path("runs"),
+    data_dir: Path = Path("data"),
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+) -> Path:
+    """Pretrain one method; return its run folder (default ``runs/pretrain-<method>``)."""
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir / f"pretrain-{config.method}"
+    if resume:
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise InputError(run_dir, "nothing to resume (no config.json); start the run without --resume")
+        config = from_dict(PretrainConfig, read_run_config(saved), saved)
+    cache_dir = resolve_cache(config.data, data_dir)
+    cache = open_cache(cache_dir)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
+    size = cache.config.size
+    if size % config.unet.size_multiple:
+        raise InputError(cache_dir, f"input size {size} is not a multiple of {config.unet.size_multiple}, "
+                                    f"which a {config.unet.n_levels}-level encoder needs")
+    split = study_split(config.data, cache)
+    in_split = set(split.keys)
+    unlabelled_extra = [key for key in cache.subjects(labelled=False) if key not in in_split]
+    train_keys = split.train + unlabelled_extra
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(config.train.amp, device)
+    torch.manual_seed(config.train.seed)
+    task = build_task(config, cache, train_keys, split.valid, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split.save(run_dir / "split.json")
+    config_json = {"kind": "pretrain", "toolkit": __version__, "torch": str(torch.__version__), "device": str(device),
+                   "precision": precision.name, **to_dict(config)}
+    log(f"{run_dir}: {config.method} ({config.preset} preset) on {len(train_keys)} subjects "
+        f"({task.n_train()} slices, all frames), {len(split.valid)} validation subjects, device {device}, "
+        f"precision {precision.name}")
+    fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress)
+    return run_dir
