@@ -26,24 +26,30 @@ from cmrssp.train import fit, resolve_device, resolve_precision
 
 
 def build_task(config: PretrainConfig, cache, train_keys, valid_keys, device):
-    """The method's Task on the run's slices."""
-    size = cache.config.size
+    """The method's Task on the run's slices, loaded from the cache."""
     train_slices = load_slices(cache, train_keys, "pretraining", device=device)
     valid_slices = load_slices(cache, valid_keys, "pretraining", device=device) if valid_keys else None
+    stack_sizes = {key: cache.meta(key)["n_slices"] for key in [*train_keys, *valid_keys]}
+    return make_task(config, train_slices, valid_slices, cache.config.size, device, stack_sizes)
+
+
+def make_task(config: PretrainConfig, train_slices, valid_slices, size: int, device, stack_sizes=None):
+    """The method's Task on given slice sets; ``stack_sizes`` (key -> number of slices) is only
+    needed for PCL's "normalized" positions."""
     channels, in_channels = config.unet.channels, config.unet.in_channels
     common = dict(size=size, device=device, channels_last=config.train.channels_last)
     if config.method in ("simclr", "pcl"):
         from cmrssp.methods.contrastive import ContrastiveTask, slice_positions
 
-        n_slices = torch.tensor([cache.meta(key)["n_slices"] for key in train_keys])
-        positions_train = slice_positions(train_slices, n_slices.to(train_slices.subject.device), config.contrastive.position)
-        positions_valid = None
-        if valid_slices is not None:
-            n_valid = torch.tensor([cache.meta(key)["n_slices"] for key in valid_keys])
-            positions_valid = slice_positions(valid_slices, n_valid.to(valid_slices.subject.device), config.contrastive.position)
+        def positions(slices):
+            if slices is None:
+                return None
+            n = torch.tensor([(stack_sizes or {}).get(key, 1) for key in slices.keys], device=slices.subject.device)
+            return slice_positions(slices, n, config.contrastive.position)
+
         return ContrastiveTask(config.method, channels, in_channels, config.contrastive, config.augment, train_slices,
-                               valid_slices, positions_train, positions_valid, val_batch_size=config.train.val_batch_size,
-                               **common)
+                               valid_slices, positions(train_slices), positions(valid_slices),
+                               val_batch_size=config.train.val_batch_size, **common)
     if config.method == "dino":
         from cmrssp.methods.dino import DinoTask
 
