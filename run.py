@@ -208,42 +208,41 @@ def default_preset(args: argparse.Namespace) -> str:
     return preset
 
 
-def run_finetune(args: argparse.Namespace) -> None:
+def with_run_flags(config, args: argparse.Namespace, lr: float | None, **data_changes):
+    """Apply the options every training command shares (see add_run_options) to a preset."""
     from cmrssp.config import apply_overrides
-    from cmrssp.finetune import run_finetune as finetune
-    from cmrssp.presets import FINETUNE_LR_FACTOR, finetune_preset, replace
+    from cmrssp.presets import replace
 
-    config = finetune_preset(default_preset(args))
-    data = replace(config.data, cache=str(args.data) if args.data else None, split=str(args.split) if args.split else None,
-                   n_subjects=0 if args.n_subjects == "all" else args.n_subjects, subset_seed=args.subset_seed)
+    data = replace(config.data, cache=str(args.data) if args.data else None,
+                   split=str(args.split) if args.split else None, **data_changes)
     train = replace(config.train, seed=args.seed, device=args.device, amp=args.amp, batch_size=args.batch_size)
     if args.epochs is not None:
         train = replace(train, epochs=args.epochs, iterations=0)
     if args.iterations is not None:
         train = replace(train, iterations=args.iterations)
+    config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=lr))
+    return apply_overrides(config, args.set)
+
+
+def run_finetune(args: argparse.Namespace) -> None:
+    from cmrssp.finetune import run_finetune as finetune
+    from cmrssp.presets import FINETUNE_LR_FACTOR, finetune_preset, replace
+
+    config = finetune_preset(default_preset(args))
+    config = replace(config, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs)
     lr = args.lr if args.lr is not None else (config.optimizer.lr * FINETUNE_LR_FACTOR if args.init else None)
-    config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=lr), init=args.init,
-                     freeze_encoder_epochs=args.freeze_encoder_epochs)
-    config = apply_overrides(config, args.set)
+    config = with_run_flags(config, args, lr, n_subjects=0 if args.n_subjects == "all" else args.n_subjects,
+                            subset_seed=args.subset_seed)
     run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
                        progress=not args.no_progress)
     print(f"done: {run_dir}")
 
 
 def run_pretrain(args: argparse.Namespace) -> None:
-    from cmrssp.config import apply_overrides
-    from cmrssp.presets import pretrain_preset, replace
+    from cmrssp.presets import pretrain_preset
     from cmrssp.pretrain import run_pretrain as pretrain
 
-    config = pretrain_preset(default_preset(args), args.method)
-    data = replace(config.data, cache=str(args.data) if args.data else None, split=str(args.split) if args.split else None)
-    train = replace(config.train, seed=args.seed, device=args.device, amp=args.amp, batch_size=args.batch_size)
-    if args.epochs is not None:
-        train = replace(train, epochs=args.epochs, iterations=0)
-    if args.iterations is not None:
-        train = replace(train, iterations=args.iterations)
-    config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=args.lr))
-    config = apply_overrides(config, args.set)
+    config = with_run_flags(pretrain_preset(default_preset(args), args.method), args, args.lr)
     run_dir = pretrain(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
                        progress=not args.no_progress)
     print(f"done: {run_dir} (fine-tune from it with: python run.py finetune --init {args.method})")

@@ -7,43 +7,20 @@ and hands a :class:`~cmrssp.segmentation.SegmentationTask` to the one training l
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
-from cmrssp import __version__
-from cmrssp.config import from_dict, to_dict
-from cmrssp.data.cache import Cache, open_cache
+from cmrssp.data.cache import Cache
 from cmrssp.data.slices import load_slices
-from cmrssp.data.splits import Split, make_split, read_upstream_split, subset
+from cmrssp.data.splits import Split, subset
 from cmrssp.errors import InputError
+from cmrssp.methods import METHODS as PRETRAINING_METHODS
 from cmrssp.models import load_transferable, load_weight_file
 from cmrssp.presets import DataConfig, FinetuneConfig
+from cmrssp.runs import open_run_data, run_record, saved_config, study_split
 from cmrssp.segmentation import SegmentationTask
 from cmrssp.train import TRANSFER_WEIGHTS, fit, resolve_device, resolve_precision
-
-PRETRAINING_METHODS = ("simclr", "pcl", "dino", "mim")
-
-
-def resolve_cache(data: DataConfig, data_dir: Path, workers: int = 1) -> Path:
-    """The run's cache folder: the one given, or the built-in synthetic cohort (made once)."""
-    if data.cache:
-        return Path(data.cache)
-    from cmrssp.data.synthetic import prepare_synthetic
-
-    return prepare_synthetic(data.synthetic, data.grid, data_dir=data_dir, workers=workers)
-
-
-def study_split(data: DataConfig, cache: Cache) -> Split:
-    """Train/valid/test of the cohort: the split file given, or one drawn over the labelled
-    subjects (so pretraining and fine-tuning of one cache always share the same test set)."""
-    labelled = cache.subjects(labelled=True)
-    if data.split:
-        return read_upstream_split(data.split, available_keys=cache.keys)
-    if not labelled:
-        raise InputError(cache.path, "the cache holds no labelled subject; give a --split file to say which subjects are which")
-    return make_split(labelled, test=data.test_fraction, valid_fraction=data.valid_fraction, seed=data.split_seed)
 
 
 def resolve_split(data: DataConfig, cache: Cache) -> Split:
@@ -88,17 +65,9 @@ def run_finetune(
     """Train one supervised run; return its folder."""
     run_dir = Path(run_dir) if run_dir is not None else runs_dir / default_run_name(config)
     if resume:
-        saved = run_dir / "config.json"
-        if not saved.is_file():
-            raise InputError(run_dir, "nothing to resume (no config.json); start the run without --resume")
-        config = from_dict(FinetuneConfig, read_run_config(saved), saved)
-    cache_dir = resolve_cache(config.data, data_dir)
-    cache = open_cache(cache_dir)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
+        config = saved_config(FinetuneConfig, run_dir)
+    config, cache = open_run_data(config, data_dir)
     size = cache.config.size
-    if size % config.unet.size_multiple:
-        raise InputError(cache_dir, f"input size {size} is not a multiple of {config.unet.size_multiple}, "
-                                    f"which a {config.unet.n_levels}-level U-Net needs")
     split = resolve_split(config.data, cache)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
@@ -117,23 +86,8 @@ def run_finetune(
         log(report.describe())
     run_dir.mkdir(parents=True, exist_ok=True)
     split.save(run_dir / "split.json")
-    config_json = {"kind": "finetune", "toolkit": __version__, "torch": str(torch.__version__), "device": str(device),
-                   "precision": precision.name, **to_dict(config)}
+    config_json = run_record("finetune", config, device, precision)
     log(f"{run_dir}: preset {config.preset}, {len(split.train)} training subjects ({len(train_slices)} slices), "
         f"{len(split.valid)} validation subjects, device {device}, precision {precision.name}")
     fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress)
     return run_dir
-
-
-RUN_RECORD_KEYS = ("kind", "toolkit", "torch", "device", "precision")  # written beside the config
-
-
-def read_run_config(path: Path) -> dict:
-    """A run's ``config.json`` without the record of where it ran."""
-    import json
-
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(path, f"not valid JSON ({error})") from None
-    return {k: v for k, v in values.items() if k not in RUN_RECORD_KEYS}

@@ -14,14 +14,11 @@ from pathlib import Path
 
 import torch
 
-from cmrssp import __version__
 from cmrssp.augment import AUGMENT_PRESETS
-from cmrssp.config import from_dict, to_dict
-from cmrssp.data.cache import open_cache
 from cmrssp.data.slices import load_slices
 from cmrssp.errors import InputError
-from cmrssp.finetune import read_run_config, resolve_cache, study_split
 from cmrssp.presets import PretrainConfig
+from cmrssp.runs import open_run_data, run_record, saved_config, study_split
 from cmrssp.train import fit, resolve_device, resolve_precision
 
 
@@ -79,17 +76,8 @@ def run_pretrain(
     """Pretrain one method; return its run folder (default ``runs/pretrain-<method>``)."""
     run_dir = Path(run_dir) if run_dir is not None else runs_dir / f"pretrain-{config.method}"
     if resume:
-        saved = run_dir / "config.json"
-        if not saved.is_file():
-            raise InputError(run_dir, "nothing to resume (no config.json); start the run without --resume")
-        config = from_dict(PretrainConfig, read_run_config(saved), saved)
-    cache_dir = resolve_cache(config.data, data_dir)
-    cache = open_cache(cache_dir)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
-    size = cache.config.size
-    if size % config.unet.size_multiple:
-        raise InputError(cache_dir, f"input size {size} is not a multiple of {config.unet.size_multiple}, "
-                                    f"which a {config.unet.n_levels}-level encoder needs")
+        config = saved_config(PretrainConfig, run_dir)
+    config, cache = open_run_data(config, data_dir)
     split = study_split(config.data, cache)
     in_split = set(split.keys)
     unlabelled_extra = [key for key in cache.subjects(labelled=False) if key not in in_split]
@@ -100,8 +88,7 @@ def run_pretrain(
     task = build_task(config, cache, train_keys, split.valid, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     split.save(run_dir / "split.json")
-    config_json = {"kind": "pretrain", "toolkit": __version__, "torch": str(torch.__version__), "device": str(device),
-                   "precision": precision.name, **to_dict(config)}
+    config_json = run_record("pretrain", config, device, precision)
     log(f"{run_dir}: {config.method} ({config.preset} preset) on {len(train_keys)} subjects "
         f"({task.n_train()} slices, all frames), {len(split.valid)} validation subjects, device {device}, "
         f"precision {precision.name}")
