@@ -416,7 +416,7 @@ def prepare_cache(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), desc="prepare", unit="subject", disable=not progress)
+    bar = tqdm(total=len(todo), desc="prepare", unit="subject", disable=not progress or not todo)
 
     def finished(key: str, seconds: float) -> None:
         summary.prepared.append(key)
