@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--init", help="pretrained weights: a weight file, or simclr|pcl|dino|mim for that "
                           "method's pretraining run in the runs folder (default: from scratch)")
     finetune.add_argument("--freeze-encoder-epochs", type=int,
-                          help="keep the loaded encoder frozen for this many epochs (default 0, as the study)")
+                          help="keep the encoder frozen for this many epochs (default 0, as the study); from scratch, a "
+                          "large value trains the decoder on a random encoder, the baseline of a frozen-encoder probe")
     finetune.add_argument("--split", type=Path, help="split file: the study's YAML (mm1/mm2) or a cmrssp split.json "
                           "(default: a split drawn from the cache, test 20%%, valid 20%%, seed 0)")
     finetune.set_defaults(handler=run_finetune)

@@ -77,7 +77,7 @@ def run_finetune(
     torch.manual_seed(config.train.seed)
     task = SegmentationTask(
         config.unet, config.augment, train_slices, valid_slices, size, device,
-        freeze_encoder_epochs=config.freeze_encoder_epochs if config.init else 0,
+        freeze_encoder_epochs=config.freeze_encoder_epochs,
         val_batch_size=config.train.val_batch_size, channels_last=config.train.channels_last,
     )
     if config.init and not (resume and (run_dir / "checkpoint.pt").exists()):

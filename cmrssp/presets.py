@@ -56,8 +56,9 @@ class FinetuneConfig:
     Attributes:
         init: "" (from scratch), a weight file, or a pretraining method name whose weights in
             the runs folder are used.
-        freeze_encoder_epochs: epochs during which the loaded encoder gets no gradient (the study's
+        freeze_encoder_epochs: epochs during which the encoder gets no gradient (the study's
             ``nr_epochs_frozen_encoder``, 0 in its baseline config; BN statistics still update).
+            From scratch, a large value gives the random-encoder baseline of a frozen-encoder probe.
     """
 
     preset: str

@@ -44,7 +44,7 @@ class SegmentationTask(BaseTask):
         train_slices, valid_slices: segmentation slice sets (valid may be None).
         size: network input size S (the cache's evaluation grid).
         device: training device; ``channels_last`` is used on CUDA when asked.
-        freeze_encoder_epochs: epochs with encoder parameters frozen (only with loaded weights).
+        freeze_encoder_epochs: epochs with encoder parameters frozen (BN statistics still update).
         val_batch_size: validation batch size.
     """
 
