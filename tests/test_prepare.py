@@ -100,7 +100,7 @@ def test_evaluation_grid_equals_direct_resample_about_image_centre():
     # affine_grid semantics: normalized align_corners=False coordinates times the FOV ratio).
     size, target = CONFIG.size, CONFIG.spacing
     spacing = np.sqrt((subject.affine[:3, :3] ** 2).sum(axis=0))[:2]
-    start, length = np.array([2, 0]), np.array([18, 15])
+    length = np.array([18, 15])  # the content box: rows 2-19, columns 0-14
     v = (2 * np.arange(size) + 1) / size - 1
     coords = []  # cropped index of each output pixel, per axis
     for axis in (0, 1):

@@ -1,7 +1,6 @@
 """The training loop at tiny scale: exact resume, divergence guard, weight transfer, CLI."""
 
 import csv
-import dataclasses
 
 import numpy as np
 import pytest
