@@ -282,13 +282,8 @@ class DinoTask(BaseTask):
 
     def crops(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """(global crops (2B, 1, S, S) [blur, solarize], local crops (nB, 1, S/2, S/2) crop-major
-        or None) of the slices at ``indices``. Made in float32 whatever the loop's autocast: the
-        crops are the data, not the model (and oneDNN's bf16 grouped convolution of the smoothing
-        can stall on a CPU)."""
-        with torch.autocast(self.device.type, enabled=False):
-            return self._crops(indices, generator)
-
-    def _crops(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        or None) of the slices at ``indices``; float32 whatever the loop's autocast (augment_batch
+        turns it off: the crops are the data, not the model)."""
         batch = device_batch(self.train_slices, indices, self.device)
         images, centre, background, max_value = (batch[k] for k in ("images", "centre", "background", "max_value"))
         blur, _ = augment_batch(images, None, centre, background, max_value, self.size, self.blur, generator)
