@@ -7,6 +7,11 @@
     python run.py split    --cache CACHE --out split.json
                                                import or draw a train/valid/test split
     python run.py info     --cache CACHE       what a prepared cache holds
+    python run.py pretrain --method M          self-supervised pretraining (simclr, pcl, dino, mim)
+    python run.py finetune [--n-subjects N] [--init M]
+                                               the from-scratch baseline or fine-tuning
+    python run.py evaluate [--run RUN]         3D Dice and HD95 in original space
+    python run.py study                        all of it: prepare, pretrain, fine-tune, evaluate, results
 
 Each subcommand's --help explains its options. Bad input ends with one line naming the file and
 the problem, and exit status 2.
@@ -166,6 +171,64 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: a split drawn from the cache, test 20%%, valid 20%%, seed 0)")
     finetune.set_defaults(handler=run_finetune)
 
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="3D Dice and HD95 of fine-tuned runs on the test subjects, in each subject's original grid",
+        description="For each subject of the split and each labelled volume (ED, ES): predict every slice "
+        "(head 0), map the class logits back onto the original grid (bicubic, border padding: the exact "
+        "inverse of the preprocessing resample), argmax, and score against the original ground truth: Dice "
+        "(both empty = 1, one empty = 0, as the study) and HD95 in mm per class. Writes RUN/evaluation-<split>-"
+        "<checkpoint>/ with volumes.csv, summary.json and, with --export-nifti, one label NIfTI per volume. "
+        "With no --run, evaluates every finished fine-tuning run in the runs folder that has no evaluation "
+        "yet, then prints one table of all evaluated runs.",
+    )
+    evaluate.add_argument("--run", type=Path, action="append", default=[],
+                          help="a fine-tuning run folder (repeatable; default: every run in --runs-dir not yet evaluated)")
+    evaluate.add_argument("--split", choices=("test", "valid"), default="test", help="subjects to score (default test)")
+    evaluate.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                          help="weights to evaluate: last (the study's default) or best (lowest validation loss)")
+    evaluate.add_argument("--export-nifti", action="store_true",
+                          help="also write each predicted volume as NIfTI with the original affine and shape")
+    evaluate.add_argument("--source-labels", action="store_true",
+                          help="exported NIfTI in the source dataset's label values (e.g. ACDC: 1 RV, 3 LV) instead of 1 LV, 2 MYO, 3 RV")
+    evaluate.add_argument("--largest-component", action="store_true",
+                          help="keep only the largest 3D connected component per class (off: the study uses no post-processing)")
+    evaluate.add_argument("--data", type=Path, help="prepared cache to read (default: the one the run was trained on)")
+    evaluate.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs are found (default ./runs)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64, help="slices per forward pass (default 64)")
+    evaluate.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    study = commands.add_parser(
+        "study",
+        help="the whole study: prepare, pretrain 4 methods, fine-tune a grid, evaluate, write results.md",
+        description="Prepare the data (the built-in synthetic cohort without --data); pretrain SimCLR, PCL, "
+        "DINO and MIM; fine-tune from each and from scratch for every training-subset size and subset seed; "
+        "evaluate every fine-tuned run on the test subjects; write results.md, results.csv (and results.png "
+        "with matplotlib) in the runs folder. Stop it at any point and run it again: finished runs and "
+        "evaluations are skipped, an interrupted run resumes from its checkpoint. Grids: paper = 10, 15, 25, "
+        "50, all subjects x subset seeds 0, 1, 2; cpu = 3 and all x seeds 0, 1; tiny = 2 and all x seed 0.",
+    )
+    study.add_argument("--preset", choices=("paper", "cpu", "tiny"),
+                       help="scale of every run (see `finetune --help`); default paper on CUDA, cpu otherwise")
+    study.add_argument("--data", type=Path, help="prepared cache folder (default: the built-in synthetic cohort)")
+    study.add_argument("--split", type=Path, help="split file (the study's YAML or a cmrssp JSON; default: drawn from the cache)")
+    study.add_argument("--methods", type=lambda text: tuple(m for m in text.split(",") if m),
+                       help="pretraining methods, comma-separated (default simclr,pcl,dino,mim)")
+    study.add_argument("--subsets", type=lambda text: tuple(0 if n == "all" else positive_int(n) for n in text.split(",")),
+                       help="training-subset sizes, comma-separated, 'all' for every training subject (default: the preset's)")
+    study.add_argument("--seeds", type=lambda text: tuple(int(n) for n in text.split(",")),
+                       help="subset seeds, comma-separated (default: the preset's)")
+    study.add_argument("--dry-run", action="store_true", help="print the plan (runs, their state and estimated cost) and stop")
+    study.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    study.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders and results go (default ./runs)")
+    study.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort goes (default ./data)")
+    study.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS, help="processes preparing data (default: cores, at most 4)")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    study.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="change a configuration field in every run that has it, e.g. --set augment.centring=image")
+    study.set_defaults(handler=run_study)
+
     info = commands.add_parser("info", help="summarise a prepared cache", description="Print what a prepared cache holds.")
     info.add_argument("--cache", required=True, type=Path, help="prepared cache folder")
     info.set_defaults(handler=run_info)
@@ -247,6 +310,44 @@ def run_pretrain(args: argparse.Namespace) -> None:
     run_dir = pretrain(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
                        progress=not args.no_progress)
     print(f"done: {run_dir} (fine-tune from it with: python run.py finetune --init {args.method})")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from cmrssp.evaluate import EvaluateOptions, evaluate_pending, evaluate_run, run_evaluation
+    from cmrssp.results import format_runs_table
+
+    options = EvaluateOptions(split=args.split, checkpoint=args.checkpoint, export_nifti=args.export_nifti,
+                              label_convention="source" if args.source_labels else "canonical",
+                              largest_component=args.largest_component, data=str(args.data or ""),
+                              batch_size=args.batch_size, device=args.device).validate()
+    if args.run:
+        for run in args.run:
+            evaluate_run(run, options)
+        evaluations = [run_evaluation(run, options) for run in args.run]
+    else:
+        evaluations = evaluate_pending(args.runs_dir, options)
+    print(format_runs_table(evaluations))
+
+
+def run_study(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from cmrssp.evaluate import EvaluateOptions
+    from cmrssp.presets import replace
+    from cmrssp.study import STUDY_GRIDS, override, run_study as study
+
+    preset = default_preset(args)
+    grid = replace(STUDY_GRIDS[preset], methods=args.methods, subsets=args.subsets, seeds=args.seeds)
+    with_flags = override(args.set)
+
+    def adjust(config):
+        data = replace(config.data, cache=str(args.data) if args.data else None, split=str(args.split) if args.split else None)
+        train = replace(config.train, device=args.device)
+        return with_flags(dataclasses.replace(config, data=data, train=train))
+
+    study(preset, grid, runs_dir=args.runs_dir, data_dir=args.data_dir, adjust=adjust,
+          evaluate=EvaluateOptions(device=args.device or "auto"), dry_run=args.dry_run, workers=args.workers,
+          progress=not args.no_progress)
 
 
 def run_phantom(args: argparse.Namespace) -> None:

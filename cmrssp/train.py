@@ -38,6 +38,7 @@ METRICS = "metrics.csv"
 WEIGHTS_LAST = "weights-last.pt"
 WEIGHTS_BEST = "weights-best.pt"
 TRANSFER_WEIGHTS = "weights-transfer.pt"  # what a pretraining run offers to `finetune --init`
+RUN_COMPLETE = "complete.json"  # written once the last epoch is saved: the run is finished
 
 
 class TrainingError(RuntimeError):
@@ -347,9 +348,12 @@ def fit(
         task.load_extra_state(state["task"])
         _restore_rng_states(state["rng"])
         start_epoch, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
+    else:
+        (run_dir / RUN_COMPLETE).unlink(missing_ok=True)  # a stale marker of a deleted run
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(run_dir / "config.json", config_json)
     if start_epoch >= plan.epochs:
+        _mark_complete(run_dir, plan, history)
         return history
 
     bar = tqdm(total=plan.total_steps, initial=min(start_epoch * plan.iterations_per_epoch, plan.total_steps),
@@ -423,7 +427,16 @@ def fit(
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_loss', float('nan')):.4f}", lr=f"{lr:.3g}")
     finally:
         bar.close()
+    _mark_complete(run_dir, plan, history)
     return history
+
+
+def _mark_complete(run_dir: Path, plan: Plan, history: list[dict[str, Any]]) -> None:
+    atomic.write_json(run_dir / RUN_COMPLETE, {
+        "epochs": plan.epochs, "steps": plan.total_steps,
+        "train_seconds": round(sum(float(row.get("seconds", 0.0)) for row in history), 3),
+        "last": history[-1] if history else None,
+    })
 
 
 def _check_finite(bad: torch.Tensor, run_dir: Path, epoch: int, step: int) -> None:

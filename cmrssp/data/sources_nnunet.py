@@ -216,5 +216,6 @@ def load(ref: SubjectRef) -> Subject:
         ed=ed,
         es=es,
         source=tuple(source),
-        extra={"cases": list(ref.get("cases")), "frame_numbers": list(numbers) if numbers else None},
+        extra={"cases": list(ref.get("cases")), "frame_numbers": list(numbers) if numbers else None,
+               "label_map": {str(value): canonical for value, canonical in mapping.items()}},
     )

@@ -1,0 +1,230 @@
+"""``run.py evaluate``: 3D Dice and HD95 of a fine-tuned run in original space (protocol 5).
+
+For each subject of the split and each labelled volume (ED, ES): predict all slices, map the
+logits back to the original grid (:mod:`cmrssp.prediction`), argmax, and score against the
+original ground truth. A run's evaluation is one folder, written atomically::
+
+    RUN/evaluation-<split>-<checkpoint>[-lcc]/
+        volumes.csv        one row per volume (dataset, subject, vendor, phase, Dice/HD95 per class and mean)
+        summary.json       mean, std, median, ... per metric; ED/ES pooled and separate
+        evaluation.json    what was evaluated: weights, cache, split, options, time
+        nifti/<key>_<phase>.nii.gz   with --export-nifti: predicted labels, original affine and shape
+
+So a folder that exists is a finished evaluation; ``evaluate`` with no run evaluates every
+finished fine-tuning run that lacks one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from cmrssp.atomic import atomic_directory, write_json
+from cmrssp.data.cache import Cache, open_cache
+from cmrssp.data.nifti import write_nifti
+from cmrssp.data.sources_acdc import ACDC_TO_CANONICAL
+from cmrssp.data.splits import Split
+from cmrssp.errors import InputError
+from cmrssp.metrics import dice_3d, hd95, largest_component_per_class
+from cmrssp.models import UNet, load_weight_file
+from cmrssp.prediction import VolumePrediction, predict_subject
+from cmrssp.presets import FinetuneConfig
+from cmrssp.results import CLASS_NAMES, RunEvaluation, read_volumes_csv, summarize_volumes, to_jsonable, write_volumes_csv
+from cmrssp.runs import saved_config
+from cmrssp.train import RUN_COMPLETE, resolve_device, resolve_precision
+
+SPLITS = ("test", "valid")
+CHECKPOINTS = ("last", "best")
+LABEL_CONVENTIONS = ("canonical", "source")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How to evaluate a run.
+
+    Attributes:
+        split: "test" (default) or "valid".
+        checkpoint: "last" (the study's default, protocol 7.16) or "best" (lowest validation loss).
+        export_nifti: also write the predicted label volumes as NIfTI.
+        label_convention: "canonical" (1 LV, 2 MYO, 3 RV) or "source" (the dataset's own
+            values, e.g. ACDC's 1 RV, 3 LV) for the exported NIfTI files.
+        largest_component: keep only the largest connected component per class (off, as the
+            study: no post-processing).
+        data: a cache folder to read instead of the one the run was trained on ("" = that one).
+        batch_size: slices per forward pass.
+        device: "auto", "cpu", "cuda", ...
+    """
+
+    split: str = "test"
+    checkpoint: str = "last"
+    export_nifti: bool = False
+    label_convention: str = "canonical"
+    largest_component: bool = False
+    data: str = ""
+    batch_size: int = 64
+    device: str = "auto"
+
+    def validate(self) -> "EvaluateOptions":
+        for name, value, allowed in (("split", self.split, SPLITS), ("checkpoint", self.checkpoint, CHECKPOINTS),
+                                     ("label convention", self.label_convention, LABEL_CONVENTIONS)):
+            if value not in allowed:
+                raise InputError(None, f"unknown {name} {value!r} (choose from {', '.join(allowed)})")
+        if self.batch_size < 1:
+            raise InputError(None, f"batch size must be at least 1, got {self.batch_size}")
+        return self
+
+
+def evaluation_folder(run_dir: Path, options: EvaluateOptions) -> Path:
+    suffix = "-lcc" if options.largest_component else ""
+    return Path(run_dir) / f"evaluation-{options.split}-{options.checkpoint}{suffix}"
+
+
+def is_finetune_run(run_dir: Path) -> bool:
+    """A folder holding a finished fine-tuning (or from-scratch) run."""
+    config_path = Path(run_dir) / "config.json"
+    if not (config_path.is_file() and (Path(run_dir) / RUN_COMPLETE).is_file()):
+        return False
+    try:
+        return json.loads(config_path.read_text()).get("kind") == "finetune"
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def source_label_lookup(meta: dict[str, Any], where: Path) -> np.ndarray:
+    """uint8 lookup canonical label -> the source dataset's own value for one subject."""
+    dataset = meta["dataset"]
+    if dataset == "acdc":
+        lookup = np.empty(4, dtype=np.uint8)
+        lookup[ACDC_TO_CANONICAL] = np.arange(4, dtype=np.uint8)
+        return lookup
+    if dataset == "nnunet":
+        mapping = (meta.get("extra") or {}).get("label_map")
+        if not mapping:
+            raise InputError(where, f"{meta['key']}: the cache does not record the dataset's label values; "
+                                    "re-run prepare, or export with the canonical convention")
+        lookup = np.zeros(4, dtype=np.uint8)
+        for value, canonical in sorted(((int(v), int(c)) for v, c in mapping.items()), reverse=True):
+            lookup[canonical] = value  # the smallest dataset value of each class wins
+        return lookup
+    return np.arange(4, dtype=np.uint8)  # M&Ms, M&Ms-2 and plain folders use the canonical values
+
+
+def score_volume(prediction: VolumePrediction, meta: dict[str, Any]) -> dict[str, Any]:
+    """One row of ``volumes.csv``: Dice (empty/empty = 1, protocol 5.1) and HD95 (mm) per class."""
+    dice = dice_3d(prediction.labels, prediction.target)
+    distance = hd95(prediction.labels, prediction.target, prediction.spacing)
+    row: dict[str, Any] = {
+        "dataset": meta["dataset"], "subject": str(meta["subject_id"]), "key": prediction.key,
+        "vendor": "" if meta.get("vendor") is None else str(meta["vendor"]),
+        "phase": prediction.phase, "frame": prediction.frame,
+    }
+    row.update({f"dice_{name}": float(value) for name, value in zip(CLASS_NAMES, dice)})
+    row["dice_mean"] = float(np.mean(dice))
+    row.update({f"hd95_{name}": float(value) for name, value in zip(CLASS_NAMES, distance)})
+    # inf stays inf (a class missed entirely); NaN (absent in both) is left out of the mean.
+    finite_or_inf = distance[~np.isnan(distance)]
+    row["hd95_mean"] = float(np.mean(finite_or_inf)) if finite_or_inf.size else float("nan")
+    return row
+
+
+def load_run_model(run_dir: Path, config: FinetuneConfig, checkpoint: str, device: torch.device) -> UNet:
+    weights = Path(run_dir) / f"weights-{checkpoint}.pt"
+    if not weights.is_file():
+        raise InputError(weights, "weight file missing; has the run trained at least one epoch?")
+    model = UNet(config.unet)
+    try:
+        model.load_state_dict(load_weight_file(weights))
+    except RuntimeError as error:
+        raise InputError(weights, f"does not fit the run's U-Net ({str(error).splitlines()[0]})") from None
+    return model.to(device).eval()
+
+
+def evaluate_run(run_dir: Path, options: EvaluateOptions = EvaluateOptions(), log: Callable[[str], None] = print) -> Path:
+    """Evaluate one fine-tuned run; return its evaluation folder (replaced if it existed)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    options = options.validate()
+    config = saved_config(FinetuneConfig, run_dir)
+    cache = open_cache(options.data or config.data.cache)
+    split_path = run_dir / "split.json"
+    if not split_path.is_file():
+        raise InputError(split_path, "missing; the run folder is incomplete")
+    keys = getattr(Split.load(split_path), options.split)
+    if not keys:
+        raise InputError(split_path, f"the split has no {options.split} subjects")
+    missing = [key for key in keys if key not in cache]
+    if missing:
+        raise InputError(cache.path, f"{len(missing)} {options.split} subjects of {split_path} are not in the cache: {missing[:3]}")
+    unlabelled = [key for key in keys if not cache.meta(key)["labelled"]]
+    if unlabelled:
+        raise InputError(cache.path, f"{options.split} subjects without ground truth: {unlabelled[:3]}")
+    device = resolve_device(options.device)
+    precision = resolve_precision("auto", device)
+    model = load_run_model(run_dir, config, options.checkpoint, device)
+
+    folder = evaluation_folder(run_dir, options)
+    rows = []
+    with atomic_directory(folder) as temporary:
+        for key in keys:
+            rows.extend(_evaluate_subject(model, cache, key, options, precision, temporary / "nifti"))
+        write_volumes_csv(temporary / "volumes.csv", rows)
+        write_json(temporary / "summary.json", to_jsonable(summarize_volumes(rows)))
+        write_json(temporary / "evaluation.json", {
+            "run": str(run_dir), "weights": f"weights-{options.checkpoint}.pt", "cache": str(cache.path),
+            "subjects": len(keys), "volumes": len(rows), "options": asdict(options), "device": str(device),
+            "precision": precision.name, "seconds": round(time.perf_counter() - started, 3),
+        })
+    mean = float(np.mean([row["dice_mean"] for row in rows]))
+    log(f"{folder}: {len(rows)} volumes of {len(keys)} subjects, mean 3D Dice {mean:.4f} "
+        f"({time.perf_counter() - started:.1f} s)")
+    return folder
+
+
+def _evaluate_subject(model, cache: Cache, key: str, options: EvaluateOptions, precision, nifti_dir: Path) -> list[dict]:
+    meta = cache.meta(key)
+    rows = []
+    for prediction in predict_subject(model, cache, key, options.batch_size, precision):
+        if options.largest_component:
+            prediction = dataclasses.replace(prediction, labels=largest_component_per_class(prediction.labels))
+        rows.append(score_volume(prediction, meta))
+        if options.export_nifti:
+            labels = prediction.labels
+            if options.label_convention == "source":
+                labels = source_label_lookup(meta, cache.array_path(key, "meta.json"))[labels]
+            write_nifti(nifti_dir / f"{key}_{prediction.phase}.nii.gz", labels, np.asarray(meta["affine"]), dtype=np.uint8)
+    return rows
+
+
+def run_evaluation(run_dir: Path, options: EvaluateOptions) -> RunEvaluation:
+    """A finished evaluation folder read back, with what the study tables need of its run."""
+    config = saved_config(FinetuneConfig, run_dir)
+    folder = evaluation_folder(run_dir, options)
+    split = Split.load(Path(run_dir) / "split.json")
+    init = config.init or "scratch"
+    if init.endswith(".pt") or "/" in init:
+        init = Path(init).name.split(".")[0]
+    return RunEvaluation(run=Path(run_dir).name, init=init, n_subjects=config.data.n_subjects,
+                         n_train=len(split.train), seed=config.data.subset_seed,
+                         volumes=tuple(read_volumes_csv(folder / "volumes.csv")))
+
+
+def evaluate_pending(runs_dir: Path, options: EvaluateOptions = EvaluateOptions(), log=print) -> list[RunEvaluation]:
+    """Evaluate every finished fine-tuning run in ``runs_dir`` without an evaluation folder for
+    ``options``; return all evaluated runs (old and new), sorted by run name."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise InputError(runs_dir, "runs folder not found; train a run first (`python run.py finetune`)")
+    runs = sorted(path for path in runs_dir.iterdir() if path.is_dir() and is_finetune_run(path))
+    if not runs:
+        raise InputError(runs_dir, "holds no finished fine-tuning run to evaluate")
+    for run in runs:
+        if not evaluation_folder(run, options).is_dir():
+            evaluate_run(run, options, log=log)
+    return [run_evaluation(run, options) for run in runs]

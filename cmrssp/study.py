@@ -1,0 +1,256 @@
+"""``run.py study``: the whole study in one command that can stop and restart anywhere.
+
+Steps (protocol 2, 3.2, 4, 5): prepare the data; pretrain each method; fine-tune from each
+method and from scratch for every training-subset size and subset seed; evaluate every
+fine-tuned run on the test split; write ``results.md``, ``results.csv`` (and ``results.png``
+with matplotlib) in the runs folder.
+
+Every run has a fixed folder name in the runs folder; a run whose ``complete.json`` exists is
+skipped, one with a checkpoint resumes, others start. Evaluations are folders written
+atomically, so they are either there (skipped) or not. Stopping the command at any point and
+running it again therefore redoes nothing that was finished.
+
+The grid per preset (``STUDY_GRIDS``): the paper's 10, 15, 25, 50 and all training subjects,
+subset seeds 0, 1, 2; the whole training pool is one run per initialisation (the study has one
+split file for it). The cpu preset's smaller grid fits a 2-core laptop in minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+from cmrssp.config import apply_overrides, to_dict
+from cmrssp.data.cache import Cache, open_cache
+from cmrssp.errors import InputError
+from cmrssp.evaluate import EvaluateOptions, evaluate_run, evaluation_folder, run_evaluation
+from cmrssp.finetune import default_run_name, resolve_split, run_finetune
+from cmrssp.methods import METHODS
+from cmrssp.presets import FINETUNE_LR_FACTOR, FinetuneConfig, PretrainConfig, finetune_preset, pretrain_preset
+from cmrssp.pretrain import run_pretrain
+from cmrssp.results import write_study_results
+from cmrssp.runs import resolve_cache
+from cmrssp.train import CHECKPOINT, RUN_COMPLETE, make_plan
+
+Config = Union[FinetuneConfig, PretrainConfig]
+
+
+@dataclass(frozen=True)
+class StudyGrid:
+    """Which runs a study makes: subset sizes (0 = every training subject) x subset seeds,
+    fine-tuned from scratch and from each of ``methods``."""
+
+    methods: tuple[str, ...] = METHODS
+    subsets: tuple[int, ...] = (10, 15, 25, 50, 0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    def validate(self) -> "StudyGrid":
+        unknown = [method for method in self.methods if method not in METHODS]
+        if unknown:
+            raise InputError(None, f"unknown method(s) {unknown} (choose from {', '.join(METHODS)})")
+        if not self.subsets or not self.seeds:
+            raise InputError(None, "the study needs at least one subset size and one seed")
+        if any(n < 0 for n in self.subsets):
+            raise InputError(None, f"subset sizes must be positive or 'all', got {list(self.subsets)}")
+        return self
+
+
+STUDY_GRIDS = {
+    "paper": StudyGrid(),
+    # 3 of the 15 synthetic training subjects (about the paper's 10 of 296 in ED/ES slices per
+    # network parameter it is not, but it is the label-scarce end), and all 15; two subset seeds.
+    "cpu": StudyGrid(subsets=(3, 0), seeds=(0, 1)),
+    "tiny": StudyGrid(subsets=(2, 0), seeds=(0,)),
+}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the study: its kind, folder and configuration."""
+
+    kind: str  # "pretrain" or "finetune"
+    folder: Path
+    config: Config
+
+    @property
+    def complete(self) -> bool:
+        return (self.folder / RUN_COMPLETE).is_file()
+
+    @property
+    def started(self) -> bool:
+        return (self.folder / CHECKPOINT).is_file()
+
+
+def plan_study(
+    preset: str,
+    grid: StudyGrid,
+    runs_dir: Path,
+    adjust: Callable[[Config], Config] = lambda config: config,
+) -> list[PlannedRun]:
+    """Every run of the study in order: pretraining first, then fine-tuning (``adjust`` applies
+    the command line's data, device and ``--set`` options to each preset configuration)."""
+    grid = grid.validate()
+    runs: list[PlannedRun] = []
+    for method in grid.methods:
+        config = adjust(pretrain_preset(preset, method))
+        runs.append(PlannedRun("pretrain", runs_dir / f"pretrain-{method}", config))
+    base = finetune_preset(preset)
+    for n_subjects in sorted(set(grid.subsets), key=lambda n: (n == 0, n)):
+        seeds = grid.seeds[:1] if n_subjects == 0 else grid.seeds  # one run on the whole pool
+        for seed in seeds:
+            for init in ("",) + tuple(grid.methods):
+                lr = base.optimizer.lr * (FINETUNE_LR_FACTOR if init else 1.0)
+                config = dataclasses.replace(
+                    base, init=init, optimizer=dataclasses.replace(base.optimizer, lr=lr),
+                    data=dataclasses.replace(base.data, n_subjects=n_subjects, subset_seed=seed),
+                )
+                config = adjust(config)
+                runs.append(PlannedRun("finetune", runs_dir / default_run_name(config), config))
+    return runs
+
+
+def check_reusable(run: PlannedRun) -> None:
+    """A run folder made with another configuration is never silently reused."""
+    path = run.folder / "config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(to_dict(run.config)))  # tuples as lists, as saved
+    differing = sorted(key for key in wanted if key != "data" and saved.get(key) != wanted[key])
+    if differing:
+        raise InputError(run.folder, f"was made with a different configuration ({', '.join(differing)}); "
+                                     "give the study another --runs-dir, or delete the folder")
+
+
+def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
+    """(optimizer steps, training samples) of a planned run on ``cache`` (no training)."""
+    config = run.config
+    if run.kind == "finetune":
+        split = resolve_split(config.data, cache)
+        n_samples = sum(len(cache.meta(key)["label_frames"]) * cache.meta(key)["n_slices"] for key in split.train)
+    else:
+        from cmrssp.runs import study_split
+
+        split = study_split(config.data, cache)
+        extra = [key for key in cache.subjects(labelled=False) if key not in set(split.keys)]
+        n_samples = sum(cache.meta(key)["n_frames"] * cache.meta(key)["n_slices"] for key in split.train + extra)
+    plan = make_plan(n_samples, config.train, config.optimizer)
+    return plan.total_steps, n_samples
+
+
+# Measured seconds per training sample (a slice; DINO: one slice = 8 crops) on the 2-core
+# development VM (benchmarks/bench_train.py, bench_pretrain.py, cpu preset); used only for
+# --dry-run estimates on the CPU. Other machines: see the README's benchmark table.
+CPU_SECONDS_PER_SAMPLE = {"finetune": 1 / 190, "simclr": 1 / 225, "pcl": 1 / 215, "dino": 1 / 80, "mim": 1 / 215}
+
+
+def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: EvaluateOptions) -> str:
+    """The --dry-run table: each run, its state, its length and an estimate of its cost."""
+    lines = []
+    total_steps = total_samples = 0
+    seconds = 0.0
+    for run in runs:
+        state = "done" if run.complete else ("resume" if run.started else "todo")
+        if run.kind == "finetune" and run.complete and evaluation_folder(run.folder, evaluate).is_dir():
+            state = "evaluated"
+        if cache is None:
+            lines.append(f"  {state:9s} {run.kind:8s} {run.folder.name}")
+            continue
+        steps, samples = optimizer_steps(run, cache)
+        batch = min(run.config.train.batch_size, samples)
+        processed = steps * batch
+        key = run.config.method if run.kind == "pretrain" else "finetune"
+        cost = processed * CPU_SECONDS_PER_SAMPLE[key]
+        if state == "todo":
+            total_steps, total_samples, seconds = total_steps + steps, total_samples + processed, seconds + cost
+        lines.append(f"  {state:9s} {run.kind:8s} {run.folder.name:34s} {steps:7d} steps x {batch:3d}"
+                     f"   ~{cost / 60:6.1f} min on a 2-core CPU")
+    todo = sum(not run.complete for run in runs)
+    header = f"{len(runs)} runs ({todo} to train) + evaluation of {sum(r.kind == 'finetune' for r in runs)} fine-tuned runs"
+    if cache is not None:
+        header += (f"; to train: {total_steps} optimizer steps, {total_samples} samples, "
+                   f"about {seconds / 60:.0f} min on a 2-core CPU (the cpu preset's figures; a GPU is far faster)")
+    else:
+        header += "; the data is not prepared yet, so run lengths are not known"
+    return "\n".join([header, *lines])
+
+
+def run_study(
+    preset: str,
+    grid: StudyGrid,
+    runs_dir: Path = Path("runs"),
+    data_dir: Path = Path("data"),
+    adjust: Callable[[Config], Config] = lambda config: config,
+    evaluate: EvaluateOptions = EvaluateOptions(),
+    dry_run: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path] | None:
+    """Run (or with ``dry_run`` describe) the study; return the result files written."""
+    started = time.perf_counter()
+    runs_dir = Path(runs_dir)
+    runs = plan_study(preset, grid, runs_dir, adjust)
+    data = runs[-1].config.data
+    if dry_run:
+        cache_dir = Path(data.cache) if data.cache else None
+        if cache_dir is None:
+            from cmrssp.data.synthetic import synthetic_cache_dir
+
+            cache_dir = synthetic_cache_dir(data.synthetic, data.grid, data_dir)
+        cache = open_cache(cache_dir) if (cache_dir / "manifest.json").is_file() else None
+        log(describe_plan(runs, cache, evaluate))
+        return None
+
+    cache_dir = resolve_cache(data, data_dir, workers=workers)
+    log(f"[study] data: {cache_dir} ({time.perf_counter() - started:.0f} s)")
+    pin = lambda config: dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
+    runs = [dataclasses.replace(run, config=pin(run.config)) for run in runs]
+    for run in runs:
+        check_reusable(run)
+    for number, run in enumerate(runs, 1):
+        prefix = f"[study] {number}/{len(runs)} {run.folder.name}"
+        if run.complete:
+            log(f"{prefix}: done already")
+            continue
+        log(f"{prefix}: {'resuming' if run.started else 'training'} ({time.perf_counter() - started:.0f} s)")
+        train = run_pretrain if run.kind == "pretrain" else run_finetune
+        train(run.config, run_dir=run.folder, runs_dir=runs_dir, data_dir=data_dir, resume=run.started,
+              progress=progress, log=log)
+
+    evaluations = []
+    for run in runs:
+        if run.kind != "finetune":
+            continue
+        if not evaluation_folder(run.folder, evaluate).is_dir():
+            evaluate_run(run.folder, evaluate, log=log)
+        evaluations.append(run_evaluation(run.folder, evaluate))
+    written = write_study_results(evaluations, runs_dir)
+    log(f"[study] finished in {time.perf_counter() - started:.0f} s; results: "
+        + ", ".join(str(path) for path in written.values()))
+    return written
+
+
+def override(assignments: Sequence[str]) -> Callable[[Config], Config]:
+    """``--set`` for a study: each assignment goes to the configurations that have its section
+    (``augment.*`` to all runs, ``dino.*`` to the DINO pretraining, ...)."""
+
+    def adjust(config: Config) -> Config:
+        sections = to_dict(config)
+        mine = [a for a in assignments if a.split("=", 1)[0].split(".", 1)[0] in sections]
+        return apply_overrides(config, mine) if mine else config
+
+    known = set(to_dict(finetune_preset("tiny"))) | set(to_dict(pretrain_preset("tiny", "dino")))
+    unknown = [a for a in assignments if a.split("=", 1)[0].split(".", 1)[0] not in known]
+    if unknown:
+        raise InputError(None, f"--set {unknown[0]}: no such configuration section (choose from {', '.join(sorted(known))})")
+    return adjust
+
+
+def describe_grid(grid: StudyGrid) -> dict[str, Any]:
+    return {"methods": list(grid.methods), "subsets": ["all" if n == 0 else n for n in grid.subsets],
+            "seeds": list(grid.seeds)}

@@ -1,0 +1,86 @@
+"""``run.py study`` at tiny scale: the whole grid, results, and restarting without redoing work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import run
+from cmrssp.study import STUDY_GRIDS, StudyGrid, plan_study
+
+
+def test_plan_covers_the_grid_in_order():
+    runs = plan_study("paper", STUDY_GRIDS["paper"], Path("runs"))
+    pretrain = [r for r in runs if r.kind == "pretrain"]
+    finetune = [r for r in runs if r.kind == "finetune"]
+    assert [r.folder.name for r in pretrain] == ["pretrain-simclr", "pretrain-pcl", "pretrain-dino", "pretrain-mim"]
+    # 4 sizes x 3 seeds x 5 initialisations, plus the whole pool once per initialisation
+    assert len(finetune) == 4 * 3 * 5 + 5
+    assert len({r.folder for r in runs}) == len(runs)
+    assert runs.index(pretrain[-1]) < runs.index(finetune[0])
+    scratch = next(r for r in finetune if r.config.init == "")
+    mim = next(r for r in finetune if r.config.init == "mim")
+    assert mim.config.optimizer.lr == pytest.approx(scratch.config.optimizer.lr / 2)  # the study's 0.005
+    assert finetune[-1].config.data.n_subjects == 0
+    with pytest.raises(Exception, match="unknown method"):
+        plan_study("tiny", StudyGrid(methods=("byol",)), Path("runs"))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    args = ["study", "--preset", "tiny", "--methods", "mim", "--subsets", "2,all", "--seeds", "0",
+            "--runs-dir", str(root / "runs"), "--data-dir", str(root / "data"), "--no-progress", "--workers", "1"]
+    return root, args
+
+
+def test_study_runs_everything_then_restarts_without_redoing_work(study, capsys):
+    root, args = study
+    assert run.main(args + ["--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "5 runs" in plan and "not prepared yet" in plan
+
+    assert run.main(args) == 0
+    out = capsys.readouterr().out
+    runs = root / "runs"
+    assert "results.md" in out
+    names = ["pretrain-mim", "finetune-scratch-n2-s0", "finetune-mim-n2-s0", "finetune-scratch-nall-s0", "finetune-mim-nall-s0"]
+    for name in names:
+        assert (runs / name / "complete.json").is_file()
+    for name in names[1:]:
+        assert (runs / name / "evaluation-test-last" / "volumes.csv").is_file()
+    markdown = (runs / "results.md").read_text()
+    assert "scratch" in markdown and "mim" in markdown
+    lines = (runs / "results.csv").read_text().splitlines()
+    assert len(lines) == 1 + 4  # header + (scratch, mim) x (2, all)
+
+    # An interrupted run (no completion marker) resumes; finished ones are skipped; its
+    # evaluation is redone because its folder is gone; the dry run shows the states.
+    (runs / "finetune-mim-n2-s0" / "complete.json").unlink()
+    evaluation = runs / "finetune-mim-n2-s0" / "evaluation-test-last"
+    for path in evaluation.iterdir():
+        path.unlink()
+    evaluation.rmdir()
+    kept = (runs / "finetune-scratch-n2-s0" / "evaluation-test-last" / "volumes.csv").stat().st_mtime_ns
+    assert run.main(args + ["--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "resume" in plan and "steps" in plan and "evaluated" in plan
+    assert run.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("done already") == 4 and "finetune-mim-n2-s0: resuming" in out
+    assert evaluation.is_dir()
+    assert (runs / "finetune-scratch-n2-s0" / "evaluation-test-last" / "volumes.csv").stat().st_mtime_ns == kept
+
+
+def test_study_refuses_a_run_folder_made_with_another_configuration(study, capsys):
+    root, args = study
+    config_path = root / "runs" / "finetune-scratch-n2-s0" / "config.json"
+    if not config_path.is_file():
+        pytest.skip("needs the study of the previous test")
+    config = json.loads(config_path.read_text())
+    config["optimizer"]["lr"] = 0.123
+    config_path.write_text(json.dumps(config))
+    assert run.main(args) == 2
+    assert "different configuration" in capsys.readouterr().err
