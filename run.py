@@ -12,6 +12,7 @@
                                                the from-scratch baseline or fine-tuning
     python run.py evaluate [--run RUN]         3D Dice and HD95 in original space
     python run.py study                        all of it: prepare, pretrain, fine-tune, evaluate, results
+    python run.py probe                        linear probe of random vs pretrained encoder features
 
 Each subcommand's --help explains its options. Bad input ends with one line naming the file and
 the problem, and exit status 2.
@@ -20,6 +21,7 @@ the problem, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -221,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="subset seeds, comma-separated (default: the preset's)")
     study.add_argument("--dry-run", action="store_true", help="print the plan (runs, their state and estimated cost) and stop")
     study.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    study.add_argument("--gpus", type=lambda text: tuple(int(n) for n in text.split(",")),
+                       help="train independent runs at once, one per GPU, e.g. --gpus 0,1,2,3 (pretraining first, "
+                       "fine-tuning from a method once its pretraining is done)")
     study.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders and results go (default ./runs)")
     study.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort goes (default ./data)")
     study.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS, help="processes preparing data (default: cores, at most 4)")
@@ -228,6 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="change a configuration field in every run that has it, e.g. --set augment.centring=image")
     study.set_defaults(handler=run_study)
+
+    probe = commands.add_parser(
+        "probe",
+        help="linear probe: how well frozen encoder features (random or pretrained) separate LV, MYO and RV",
+        description="Freeze the encoder (random, or from pretraining), stack its upsampled feature maps of "
+        "un-augmented slices, train a per-pixel linear classifier (1x1 convolution, 0.5 CE + 0.5 soft Dice, Adam) "
+        "on the training subset and print validation 2D Dice for each initialisation. Seconds on a CPU; writes "
+        "runs/probe-n<N>-s<seed>.json.",
+    )
+    probe.add_argument("--inits", default="random,simclr,pcl,dino,mim",
+                       help="comma-separated: random (a randomly initialised encoder), a method with weights in the runs "
+                       "folder, or a weight file (default random,simclr,pcl,dino,mim)")
+    probe.add_argument("--n-subjects", type=subset_size, default=2, help="training subjects (default 2)")
+    probe.add_argument("--subset-seed", type=int, default=0, help="seed of the subset draw (default 0)")
+    probe.add_argument("--steps", type=positive_int, default=400, help="Adam steps of the linear classifier (default 400)")
+    probe.add_argument("--preset", choices=("paper", "cpu", "tiny"), default="cpu", help="network and grid (default cpu)")
+    probe.add_argument("--data", type=Path, help="prepared cache folder (default: the built-in synthetic cohort)")
+    probe.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where pretraining runs are (default ./runs)")
+    probe.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort goes (default ./data)")
+    probe.set_defaults(handler=run_probe)
 
     info = commands.add_parser("info", help="summarise a prepared cache", description="Print what a prepared cache holds.")
     info.add_argument("--cache", required=True, type=Path, help="prepared cache folder")
@@ -288,6 +313,19 @@ def with_run_flags(config, args: argparse.Namespace, lr: float | None, **data_ch
     return apply_overrides(config, args.set)
 
 
+@contextlib.contextmanager
+def processes_of_this_run(config):
+    """Under torchrun, join the process group (one device per process) for the run's length."""
+    from cmrssp.distributed import start, stop
+    from cmrssp.presets import replace
+
+    processes, device = start(config.train.device)
+    try:
+        yield replace(config, train=replace(config.train, device=device)), processes
+    finally:
+        stop()
+
+
 def run_finetune(args: argparse.Namespace) -> None:
     from cmrssp.finetune import run_finetune as finetune
     from cmrssp.presets import FINETUNE_LR_FACTOR, finetune_preset, replace
@@ -297,9 +335,11 @@ def run_finetune(args: argparse.Namespace) -> None:
     lr = args.lr if args.lr is not None else (config.optimizer.lr * FINETUNE_LR_FACTOR if args.init else None)
     config = with_run_flags(config, args, lr, n_subjects=0 if args.n_subjects == "all" else args.n_subjects,
                             subset_seed=args.subset_seed)
-    run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
-                       progress=not args.no_progress)
-    print(f"done: {run_dir}")
+    with processes_of_this_run(config) as (config, processes):
+        run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
+                           progress=not args.no_progress, processes=processes)
+        if processes.is_main:
+            print(f"done: {run_dir}")
 
 
 def run_pretrain(args: argparse.Namespace) -> None:
@@ -307,9 +347,11 @@ def run_pretrain(args: argparse.Namespace) -> None:
     from cmrssp.pretrain import run_pretrain as pretrain
 
     config = with_run_flags(pretrain_preset(default_preset(args), args.method), args, args.lr)
-    run_dir = pretrain(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
-                       progress=not args.no_progress)
-    print(f"done: {run_dir} (fine-tune from it with: python run.py finetune --init {args.method})")
+    with processes_of_this_run(config) as (config, processes):
+        run_dir = pretrain(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
+                           progress=not args.no_progress, processes=processes)
+        if processes.is_main:
+            print(f"done: {run_dir} (fine-tune from it with: python run.py finetune --init {args.method})")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -345,9 +387,35 @@ def run_study(args: argparse.Namespace) -> None:
         train = replace(config.train, device=args.device)
         return with_flags(dataclasses.replace(config, data=data, train=train))
 
+    devices = gpu_devices(args.gpus) if args.gpus else ()
     study(preset, grid, runs_dir=args.runs_dir, data_dir=args.data_dir, adjust=adjust,
-          evaluate=EvaluateOptions(device=args.device or "auto"), dry_run=args.dry_run, workers=args.workers,
-          progress=not args.no_progress)
+          evaluate=EvaluateOptions(device=args.device or (devices[0] if devices else "auto")), dry_run=args.dry_run,
+          workers=args.workers, progress=not args.no_progress, devices=devices)
+
+
+def gpu_devices(indices: tuple[int, ...]) -> tuple[str, ...]:
+    import torch
+
+    available = torch.cuda.device_count()
+    missing = [i for i in indices if not 0 <= i < available]
+    if missing:
+        raise InputError(None, f"--gpus {','.join(map(str, indices))}: this machine has {available} CUDA device(s); "
+                               f"no GPU {missing[0]}")
+    return tuple(f"cuda:{i}" for i in indices)
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    from cmrssp.presets import finetune_preset, replace
+    from cmrssp.probe import ProbeConfig, run_probe as probe
+    from cmrssp.table import format_table
+
+    config = finetune_preset(args.preset)
+    data = replace(config.data, cache=str(args.data) if args.data else None,
+                   n_subjects=0 if args.n_subjects == "all" else args.n_subjects, subset_seed=args.subset_seed)
+    config = replace(config, data=data)
+    inits = ["" if init == "random" else init for init in args.inits.split(",") if init]
+    rows = probe(config, inits, ProbeConfig(steps=args.steps), runs_dir=args.runs_dir, data_dir=args.data_dir)
+    print(format_table(rows))
 
 
 def run_phantom(args: argparse.Namespace) -> None:

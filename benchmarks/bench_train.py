@@ -6,28 +6,43 @@ For each configuration it reports
 - ``end-to-end``: slices/s with the data path too (index gather from the in-memory slice set on
   the device, batched augmentation, then the step);
 - FLOP per slice (counted with torch's FlopCounterMode; the paper U-Net at 256² is ~88.6 GFLOP
-  for forward + backward), the achieved TFLOP/s, and peak device memory (CUDA).
+  for forward + backward), the achieved TFLOP/s (and the fraction of --peak-tflops when given),
+  and peak device memory (CUDA);
+- the first step's seconds (torch.compile, cuDNN autotuning) and, with --checkpoint-dir, the
+  seconds of the checkpoint the loop writes after every epoch (weights-last.pt + checkpoint.pt).
+
+As the training loop (cmrssp.train.fit) on CUDA: fused SGD (one kernel for all parameters),
+channels_last activations and cuDNN autotuning; --compile is opt-in here (the loop compiles on
+CUDA by default) and falls back to eager with a warning when compiling fails. On CUDA the paper
+configuration's end-to-end figure is also given as a fraction of the 3,000 slices/s target.
+--json appends one record per configuration (benchmarks/project_study.py reads them).
 
     python benchmarks/bench_train.py                       # cpu preset and paper config, CPU
-    python benchmarks/bench_train.py --device cuda --amp bf16 --channels-last --configs paper
+    python benchmarks/bench_train.py --configs paper --device cuda --amp bf16 --compile --json out.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from project_study import TARGET_SLICES_PER_S, append_record  # noqa: E402
 
 from cmrssp.augment import AugmentConfig, augment_batch  # noqa: E402
 from cmrssp.losses import segmentation_loss  # noqa: E402
 from cmrssp.models import UNet, UNetConfig  # noqa: E402
 from cmrssp.presets import finetune_preset  # noqa: E402
-from cmrssp.train import resolve_precision  # noqa: E402
+from cmrssp.train import OptimizerConfig, resolve_precision, save_torch  # noqa: E402
 
 
 def flops_per_slice(config: UNetConfig, size: int) -> float:
@@ -47,14 +62,50 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(name, unet, size, canvas, batch, device, precision, channels_last, steps, warmup, compile_model):
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def rate(value: float) -> str:
+    """A throughput with the digits that matter (a CPU runs the paper network at ~1 slice/s)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def checkpoint_seconds(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, folder: str,
+                       repeats: int = 3) -> tuple[float, float]:
+    """(median seconds, GiB) of one epoch's writes in the loop: weights-last.pt and checkpoint.pt
+    (model, optimizer, scaler), each copied to the host and written atomically with fsync."""
+    times, size = [], 0
+    with tempfile.TemporaryDirectory(dir=folder, prefix="bench-checkpoint-") as where:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_torch(Path(where) / "weights-last.pt", state)
+            save_torch(Path(where) / "checkpoint.pt", {"model": state, "optimizer": optimizer.state_dict(),
+                                                       "scaler": scaler.state_dict()})
+            times.append(time.perf_counter() - started)
+            size = sum(f.stat().st_size for f in Path(where).iterdir())
+    return statistics.median(times), size / 2**30
+
+
+def measure(name, unet, optimizer_config: OptimizerConfig, size, canvas, batch, device, precision, channels_last, fused,
+            steps, warmup, compile_model, checkpoint_dir) -> dict:
+    """Time one configuration; print its line and return its record."""
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.backends.cudnn.benchmark = True  # as the loop does (TrainConfig.deterministic False)
     model = UNet(unet).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = eager = model.to(memory_format=memory_format)
     if compile_model:
         model = torch.compile(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=optimizer_config.lr, momentum=optimizer_config.momentum,
+        nesterov=optimizer_config.nesterov, weight_decay=optimizer_config.weight_decay, **({"fused": True} if fused else {}),
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
     n_slices = max(4 * batch, 256)
     images = torch.randn(n_slices, canvas, canvas, device=device).half()
@@ -80,7 +131,21 @@ def measure(name, unet, size, canvas, batch, device, precision, channels_last, s
                              size, AugmentConfig(), generator)
         step(x.contiguous(memory_format=memory_format), y)
 
-    results = {}
+    # The first call compiles (and autotunes); a model that fails to compile runs eagerly, as in the loop.
+    started = time.perf_counter()
+    try:
+        step(fixed_x, fixed_y)
+    except Exception as error:
+        if not compile_model:
+            raise
+        warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); measuring eagerly")
+        model, compile_model = eager, False
+        started = time.perf_counter()
+        step(fixed_x, fixed_y)
+    synchronize(device)
+    first_call = time.perf_counter() - started
+
+    results, peak = {}, 0.0
     for mode, run in (("step", lambda: step(fixed_x, fixed_y)), ("end-to-end", end_to_end)):
         for _ in range(warmup):
             run()
@@ -92,15 +157,33 @@ def measure(name, unet, size, canvas, batch, device, precision, channels_last, s
             run()
         synchronize(device)
         results[mode] = batch * steps / (time.perf_counter() - started)
+        if device.type == "cuda":
+            peak = max(peak, torch.cuda.max_memory_allocated(device) / 2**30)
+    saving = checkpoint_seconds(eager, optimizer, scaler, checkpoint_dir) if checkpoint_dir else (None, None)
     flops = flops_per_slice(unet, size)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    record = {
+        "bench": "train", "config": name, "device": device_name(device), "device_type": device.type,
+        "torch": torch.__version__, "precision": precision.name, "channels_last": channels_last,
+        "compiled": compile_model, "fused": fused, "batch": batch, "size": size, "steps_timed": steps,
+        "step_slices_per_s": results["step"], "end_to_end_slices_per_s": results["end-to-end"],
+        "gflop_per_slice": flops / 1e9, "tflops_step": results["step"] * flops / 1e12,
+        "tflops_end_to_end": results["end-to-end"] * flops / 1e12,
+        "peak_memory_gib": peak if device.type == "cuda" else None, "first_call_seconds": first_call,
+        "checkpoint_seconds": saving[0], "checkpoint_gib": saving[1],
+    }
+    options = [precision.name, *(["channels_last"] if channels_last else []), *(["fused SGD"] if fused else []),
+               *(["compiled"] if compile_model else [])]
+    memory = f"peak memory {peak:.1f} GiB" if device.type == "cuda" else "peak memory n/a (CPU)"
     print(
-        f"{name:>6} {size}² batch {batch} ({precision.name}{', channels_last' if channels_last else ''}"
-        f"{', compiled' if compile_model else ''}): step {results['step']:,.0f} slices/s, "
-        f"end-to-end {results['end-to-end']:,.0f} slices/s; {flops / 1e9:.2f} GFLOP/slice -> "
-        f"{results['step'] * flops / 1e12:.3f} TFLOP/s (step); peak memory {peak:.1f} GiB",
+        f"{name:>6} {size}² batch {batch} ({', '.join(options)}): step {rate(results['step'])} slices/s, "
+        f"end-to-end {rate(results['end-to-end'])} slices/s; {flops / 1e9:.2f} GFLOP/slice -> "
+        f"{record['tflops_step']:.3f} TFLOP/s (step), {record['tflops_end_to_end']:.3f} (end to end); {memory}; "
+        f"first step {first_call:.1f} s",
         flush=True,
     )
+    if saving[0] is not None:
+        print(f"       epoch checkpoint (weights-last.pt + checkpoint.pt, {saving[1]:.2f} GiB): {saving[0]:.2f} s", flush=True)
+    return record
 
 
 def main() -> None:
@@ -108,21 +191,39 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["cpu", "paper"], choices=["tiny", "cpu", "paper"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--batch", type=int, help="default: the preset's (32)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="channels_last activations (default on, as the loop)")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                        help="fused SGD (default: on CUDA, as the loop)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (the loop does on CUDA)")
+    parser.add_argument("--batch", type=int, help="default: the preset's (paper 32, cpu 16)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for the precision (H200 bf16: ~790)")
+    parser.add_argument("--checkpoint-dir", help="also time the per-epoch checkpoint, written into a temporary folder here")
+    parser.add_argument("--json", metavar="PATH", help="append one JSON record per configuration")
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be at least 1 and --warmup at least 0")
     device = torch.device(args.device)
     precision = resolve_precision(args.amp, device)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), torch {torch.__version__}")
+    fused = device.type == "cuda" if args.fused is None else args.fused
+    print(f"device {device} ({device_name(device)}), torch {torch.__version__}")
     for name in args.configs:
         preset = finetune_preset(name)
         size, canvas = preset.data.grid.size, preset.data.grid.canvas_size
         batch = args.batch or preset.train.batch_size
-        measure(name, preset.unet, size, canvas, batch, device, precision, args.channels_last, args.steps,
-                args.warmup, args.compile)
+        record = measure(name, preset.unet, preset.optimizer, size, canvas, batch, device, precision,
+                         args.channels_last, fused, args.steps, args.warmup, args.compile, args.checkpoint_dir)
+        if args.peak_tflops:
+            record["peak_tflops"] = args.peak_tflops
+            print(f"       {record['tflops_step'] / args.peak_tflops:.1%} of the {args.peak_tflops:g} TFLOP/s peak "
+                  f"(step), {record['tflops_end_to_end'] / args.peak_tflops:.1%} (end to end)")
+        if device.type == "cuda" and name == "paper":
+            record["target_fraction"] = record["end_to_end_slices_per_s"] / TARGET_SLICES_PER_S
+            print(f"       end to end = {record['target_fraction']:.0%} of the {TARGET_SLICES_PER_S:,.0f} slices/s target")
+        if args.json:
+            append_record(args.json, record)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ NO_AUGMENTATION = AugmentConfig(
 # DINO crops (protocol 2.3): zoom ranges from DINO's area ranges, √area·1.4.
 _DINO_SHARED = dict(noise_prob=0.15, scale_intensity_prob=0.2, shift_prob=0.15, gamma_prob=0.15, smooth_prob=0.1)
 AUGMENT_PRESETS: dict[str, AugmentConfig] = {
+    "none": NO_AUGMENTATION,
     "segmentation": AugmentConfig(),
     "dino_global_blur": AugmentConfig(
         scale_range=(0.524, 1.4), **{**_DINO_SHARED, "smooth_prob": 1.0}, smooth_sigma_range=(0.1, 2.0)

@@ -14,6 +14,7 @@ import torch
 from cmrssp.data.cache import Cache
 from cmrssp.data.slices import load_slices
 from cmrssp.data.splits import Split, subset
+from cmrssp.distributed import SINGLE, Processes
 from cmrssp.errors import InputError
 from cmrssp.methods import METHODS as PRETRAINING_METHODS
 from cmrssp.models import load_transferable, load_weight_file
@@ -61,12 +62,15 @@ def run_finetune(
     resume: bool = False,
     progress: bool = True,
     log=print,
+    processes: Processes = SINGLE,
 ) -> Path:
     """Train one supervised run; return its folder."""
+    if not processes.is_main:
+        log = lambda *_: None  # noqa: E731 (only rank 0 speaks)
     run_dir = Path(run_dir) if run_dir is not None else runs_dir / default_run_name(config)
     if resume:
         config = saved_config(FinetuneConfig, run_dir)
-    config, cache = open_run_data(config, data_dir)
+    config, cache = open_run_data(config, data_dir, processes)
     size = cache.config.size
     split = resolve_split(config.data, cache)
     device = resolve_device(config.train.device)
@@ -84,10 +88,12 @@ def run_finetune(
         weights = resolve_init(config.init, runs_dir)
         report = load_transferable(task.model, load_weight_file(weights), weights)
         log(report.describe())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    split.save(run_dir / "split.json")
+    if processes.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        split.save(run_dir / "split.json")
     config_json = run_record("finetune", config, device, precision)
     log(f"{run_dir}: preset {config.preset}, {len(split.train)} training subjects ({len(train_slices)} slices), "
         f"{len(split.valid)} validation subjects, device {device}, precision {precision.name}")
-    fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress)
+    fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress,
+        processes=processes)
     return run_dir

@@ -16,6 +16,7 @@ import torch
 
 from cmrssp.augment import AUGMENT_PRESETS
 from cmrssp.data.slices import load_slices
+from cmrssp.distributed import SINGLE, Processes
 from cmrssp.errors import InputError
 from cmrssp.presets import PretrainConfig
 from cmrssp.runs import open_run_data, run_record, saved_config, study_split
@@ -72,12 +73,15 @@ def run_pretrain(
     resume: bool = False,
     progress: bool = True,
     log=print,
+    processes: Processes = SINGLE,
 ) -> Path:
     """Pretrain one method; return its run folder (default ``runs/pretrain-<method>``)."""
+    if not processes.is_main:
+        log = lambda *_: None  # noqa: E731 (only rank 0 speaks)
     run_dir = Path(run_dir) if run_dir is not None else runs_dir / f"pretrain-{config.method}"
     if resume:
         config = saved_config(PretrainConfig, run_dir)
-    config, cache = open_run_data(config, data_dir)
+    config, cache = open_run_data(config, data_dir, processes)
     split = study_split(config.data, cache)
     in_split = set(split.keys)
     unlabelled_extra = [key for key in cache.subjects(labelled=False) if key not in in_split]
@@ -86,11 +90,13 @@ def run_pretrain(
     precision = resolve_precision(config.train.amp, device)
     torch.manual_seed(config.train.seed)
     task = build_task(config, cache, train_keys, split.valid, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    split.save(run_dir / "split.json")
+    if processes.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        split.save(run_dir / "split.json")
     config_json = run_record("pretrain", config, device, precision)
     log(f"{run_dir}: {config.method} ({config.preset} preset) on {len(train_keys)} subjects "
         f"({task.n_train()} slices, all frames), {len(split.valid)} validation subjects, device {device}, "
         f"precision {precision.name}")
-    fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress)
+    fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress,
+        processes=processes)
     return run_dir

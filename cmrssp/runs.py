@@ -17,6 +17,7 @@ from cmrssp import __version__
 from cmrssp.config import from_dict, to_dict
 from cmrssp.data.cache import Cache, open_cache
 from cmrssp.data.splits import Split, make_split, read_upstream_split
+from cmrssp.distributed import SINGLE, Processes, barrier
 from cmrssp.errors import InputError
 from cmrssp.train import Precision
 
@@ -44,9 +45,14 @@ def study_split(data, cache: Cache) -> Split:
     return make_split(labelled, test=data.test_fraction, valid_fraction=data.valid_fraction, seed=data.split_seed)
 
 
-def open_run_data(config: T, data_dir: Path) -> tuple[T, Cache]:
+def open_run_data(config: T, data_dir: Path, processes: Processes = SINGLE) -> tuple[T, Cache]:
     """Open (preparing the synthetic cohort once if needed) the run's cache; return the config
-    with the cache path filled in, and the cache. Checks the grid suits the network."""
+    with the cache path filled in, and the cache. Checks the grid suits the network. With
+    several processes, rank 0 prepares while the others wait."""
+    if processes.enabled:
+        if processes.is_main:
+            resolve_cache(config.data, data_dir)
+        barrier(processes)
     cache_dir = resolve_cache(config.data, data_dir)
     cache = open_cache(cache_dir)
     size, unet = cache.config.size, config.unet

@@ -15,7 +15,7 @@ import torch
 from cmrssp.augment import AugmentConfig, augment_batch, resample_plain
 from cmrssp.data.slices import SliceSet
 from cmrssp.losses import dice_per_class, segmentation_loss
-from cmrssp.models import UNet, UNetConfig
+from cmrssp.models import UNet, UNetConfig, memory_format, unwrap
 from cmrssp.train import BaseTask
 
 CLASS_NAMES = ("LV", "MYO", "RV")
@@ -43,7 +43,7 @@ class SegmentationTask(BaseTask):
         augment: training augmentation (validation uses none).
         train_slices, valid_slices: segmentation slice sets (valid may be None).
         size: network input size S (the cache's evaluation grid).
-        device: training device; ``channels_last`` is used on CUDA when asked.
+        device: training device; ``channels_last`` selects the NHWC memory format.
         freeze_encoder_epochs: epochs with encoder parameters frozen (BN statistics still update).
         val_batch_size: validation batch size.
     """
@@ -61,17 +61,19 @@ class SegmentationTask(BaseTask):
         channels_last: bool = True,
     ):
         self.model = UNet(unet).to(device)
-        self.memory_format = torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+        self.memory_format = memory_format(channels_last)
         self.model = self.model.to(memory_format=self.memory_format)
         self.augment, self.size, self.device = augment, size, device
         self.train_slices, self.valid_slices = train_slices, valid_slices
         self.freeze_encoder_epochs, self.val_batch_size = freeze_encoder_epochs, val_batch_size
+        # DDP must look for parameters without gradient while the encoder is frozen.
+        self.find_unused_parameters = freeze_encoder_epochs > 0
 
     def n_train(self) -> int:
         return len(self.train_slices)
 
     def before_epoch(self, epoch: int) -> None:
-        self.model.set_encoder_requires_grad(epoch >= self.freeze_encoder_epochs)
+        unwrap(self.model).set_encoder_requires_grad(epoch >= self.freeze_encoder_epochs)
 
     def train_step(self, indices: torch.Tensor, generator: torch.Generator, step: int):
         batch = device_batch(self.train_slices, indices, self.device)

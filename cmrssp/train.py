@@ -20,6 +20,7 @@ import io
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +31,9 @@ from torch import nn
 from tqdm import tqdm
 
 from cmrssp import atomic
+from cmrssp.distributed import SINGLE, Processes, any_over_processes, barrier, mean_over_processes, sync_batch_norm, wrap
 from cmrssp.errors import InputError
+from cmrssp.models import unwrap
 from cmrssp.schedules import learning_rate_schedule
 
 CHECKPOINT = "checkpoint.pt"
@@ -39,6 +42,7 @@ WEIGHTS_LAST = "weights-last.pt"
 WEIGHTS_BEST = "weights-best.pt"
 TRANSFER_WEIGHTS = "weights-transfer.pt"  # what a pretraining run offers to `finetune --init`
 RUN_COMPLETE = "complete.json"  # written once the last epoch is saved: the run is finished
+STEPS = "steps.csv"  # per-step loss, with TrainConfig.log_steps
 
 
 class TrainingError(RuntimeError):
@@ -86,8 +90,22 @@ class TrainConfig:
             "bf16", "fp16" or "off".
         seed: seeds model initialisation, data order and augmentation.
         log_every: steps between progress-bar updates (each costs one host synchronisation).
+        validate_every: validate every this many epochs and after the last (the study: 1);
+            ``weights-best.pt`` is chosen among validated epochs only.
+        sync_batch_norm: with several processes (torchrun), batch-norm statistics over the global
+            batch instead of each process's shard.
+        log_steps: also write ``steps.csv``, the loss of every step (one host synchronisation per
+            step, so off by default).
+        checkpoint_seconds: write ``checkpoint.pt``, ``weights-last.pt`` and ``metrics.csv`` after
+            an epoch only when this many seconds have passed since the last write (and always after
+            the last epoch); 0 = after every epoch. A resumed run replays the epochs since then
+            exactly. ``weights-best.pt`` is written whenever the validation loss improves.
+        compile: "auto" (torch.compile on CUDA, eager on the CPU, where compiling costs more than
+            it saves in a short run), "on" or "off"; a model that fails to compile trains eagerly.
+        deterministic: False lets cuDNN pick the fastest kernels (``cudnn.benchmark``); True asks
+            for deterministic algorithms where torch has them.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-        channels_last: use the channels_last memory format on CUDA (faster convolutions).
+        channels_last: use the channels_last memory format (faster convolutions on CUDA and CPU).
     """
 
     epochs: int = 1000
@@ -97,6 +115,12 @@ class TrainConfig:
     amp: str = "auto"
     seed: int = 0
     log_every: int = 10
+    validate_every: int = 1
+    sync_batch_norm: bool = False
+    log_steps: bool = False
+    checkpoint_seconds: float = 0.0
+    compile: str = "auto"
+    deterministic: bool = False
     device: str = "auto"
     channels_last: bool = True
 
@@ -138,11 +162,24 @@ class Task(Protocol):
     def export(self, run_dir: Path, which: str) -> None:
         """Write the transferable weights for ``which`` in {"last", "best"}."""
 
+    def distribute(self, processes: Processes, device: torch.device, sync_bn: bool, seed: int = 0) -> None:
+        """Before the optimizer is built: the processes of the run, whether BN goes global, the seed."""
+
 
 class BaseTask:
     """No-op defaults for the optional hooks of :class:`Task`."""
 
     model: nn.Module
+    processes: Processes = SINGLE
+    seed: int = 0
+    find_unused_parameters: bool = False  # DDP: some parameters may get no gradient in a step
+
+    def distribute(self, processes: Processes, device: torch.device, sync_bn: bool, seed: int = 0) -> None:
+        """Before the optimizer is built: remember the processes and the run's seed; make BN
+        global if asked."""
+        self.processes, self.seed = processes, seed
+        if processes.enabled and sync_bn:
+            self.model = sync_batch_norm(self.model, device)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.model.parameters()]}]
@@ -212,10 +249,14 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     return Precision(torch.float16, device.type == "cuda")
 
 
-def epoch_generators(seed: int, epoch: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+def epoch_generators(seed: int, epoch: int, device: torch.device, rank: int = 0) -> tuple[torch.Generator, torch.Generator]:
     """(data order generator on the CPU, augmentation generator on ``device``) for one epoch,
-    seeded by (seed, epoch) only, so a resumed epoch replays exactly."""
+    seeded by (seed, epoch) only, so a resumed epoch replays exactly. The order is the same in
+    every process (each takes its shard of the same global batches); process ``rank`` > 0 gets an
+    augmentation stream of its own."""
     order_seed, augment_seed = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint64)
+    if rank > 0:
+        augment_seed = np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0]
     order = torch.Generator().manual_seed(int(order_seed))
     augment = torch.Generator(device=device).manual_seed(int(augment_seed))
     return order, augment
@@ -249,14 +290,17 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
     return Plan(batch_size, per_epoch, epochs, total, rates[:total])
 
 
-def build_optimizer(task: Task, config: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(task: Task, config: OptimizerConfig, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD over the task's parameter groups; the fused CUDA kernel (one launch for all
+    parameters) on GPUs."""
     groups = task.parameter_groups()
     for group in groups:
         group.setdefault("weight_decay", config.weight_decay)
         group.setdefault("lr_scale", 1.0)
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
     return torch.optim.SGD(
         groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
+        weight_decay=config.weight_decay, **fused,
     )
 
 
@@ -308,9 +352,7 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _unwrapped_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    module = getattr(model, "_orig_mod", model)
-    module = getattr(module, "module", module)
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
 
 
 def fit(
@@ -323,18 +365,27 @@ def fit(
     config_json: dict[str, Any],
     resume: bool = False,
     progress: bool = True,
+    processes: Processes = SINGLE,
 ) -> list[dict[str, Any]]:
     """Train ``task`` in ``run_dir``; return the per-epoch history (also in ``metrics.csv``).
 
     ``config_json`` is the run's whole configuration; it is saved in ``config.json`` and in the
     checkpoint. ``resume`` continues from ``checkpoint.pt``; without it an existing checkpoint
-    is an error (a finished run is never overwritten by accident).
+    is an error (a finished run is never overwritten by accident). With several ``processes``
+    (torchrun), each trains on its shard of every global batch and only rank 0 writes.
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
+    main = processes.is_main
+    if train.compile not in ("auto", "on", "off"):
+        raise InputError(None, f"train.compile must be auto, on or off, got {train.compile!r}")
     plan = make_plan(task.n_train(), train, optimizer_config)
+    if plan.batch_size % processes.world_size:
+        raise InputError(None, f"the global batch of {plan.batch_size} does not split into {processes.world_size} "
+                               "equal shards; choose a --batch-size divisible by the number of processes")
     task.setup(plan)
-    optimizer = build_optimizer(task, optimizer_config)
+    task.distribute(processes, device, train.sync_batch_norm, train.seed)
+    optimizer = build_optimizer(task, optimizer_config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, math.inf
@@ -348,22 +399,35 @@ def fit(
         task.load_extra_state(state["task"])
         _restore_rng_states(state["rng"])
         start_epoch, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
-    else:
+    elif main:
         (run_dir / RUN_COMPLETE).unlink(missing_ok=True)  # a stale marker of a deleted run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(run_dir / "config.json", config_json)
+    barrier(processes)  # nobody writes before every process has read the checkpoint
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(run_dir / "config.json", config_json)
     if start_epoch >= plan.epochs:
-        _mark_complete(run_dir, plan, history)
+        if main:
+            _mark_complete(run_dir, plan, history)
         return history
+    task.model = wrap(task.model, processes, device, task.find_unused_parameters)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not train.deterministic
+        torch.backends.cudnn.deterministic = train.deterministic
+    eager = task.model
+    compiled = train.compile == "on" or (train.compile == "auto" and device.type == "cuda")
+    if compiled:
+        task.model = torch.compile(task.model)
+    step_rows: list[dict[str, Any]] = _read_steps(run_dir / STEPS, start_epoch * plan.iterations_per_epoch) if train.log_steps else []
 
+    last_write = time.perf_counter()
     bar = tqdm(total=plan.total_steps, initial=min(start_epoch * plan.iterations_per_epoch, plan.total_steps),
-               disable=not progress, desc=run_dir.name, unit="step", dynamic_ncols=True)
+               disable=not (progress and main), desc=run_dir.name, unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, plan.epochs):
             started = time.perf_counter()
             task.model.train()
             task.before_epoch(epoch)
-            order, augment = epoch_generators(train.seed, epoch, device)
+            order, augment = epoch_generators(train.seed, epoch, device, processes.rank)
             permutation = torch.randperm(task.n_train(), generator=order)
             loss_sum = torch.zeros((), device=device)
             part_sums: dict[str, torch.Tensor] = {}
@@ -376,9 +440,19 @@ def fit(
                 lr = float(plan.learning_rates[step])
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
-                indices = permutation[i * plan.batch_size : (i + 1) * plan.batch_size]
-                with precision.autocast(device):
-                    loss, parts = task.train_step(indices, augment, step)
+                indices = processes.shard(permutation[i * plan.batch_size : (i + 1) * plan.batch_size])
+                try:
+                    with precision.autocast(device):
+                        loss, parts = task.train_step(indices, augment, step)
+                except (InputError, TrainingError, KeyboardInterrupt):
+                    raise
+                except Exception as error:  # torch.compile fails at the first call, not at wrapping
+                    if not (compiled and steps == 0 and epoch == start_epoch):
+                        raise
+                    warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); training eagerly")
+                    task.model, compiled = eager, False
+                    with precision.autocast(device):
+                        loss, parts = task.train_step(indices, augment, step)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 task.before_optimizer_step(step)
@@ -391,52 +465,89 @@ def fit(
                 for name, value in parts.items():
                     part_sums[name] = part_sums.get(name, 0) + value.detach().float()
                 steps += 1
+                if train.log_steps:  # one host synchronisation per step: off by default
+                    step_rows.append({"step": step, "lr": lr, "loss": float(mean_over_processes(loss, processes))})
                 bar.update(1)
                 if steps % train.log_every == 0:
-                    _check_finite(bad, run_dir, epoch, step)
+                    _check_finite(any_over_processes(bad, processes), run_dir, epoch, step)
                     bar.set_postfix(epoch=epoch, loss=f"{float(loss_sum) / steps:.4f}", lr=f"{lr:.3g}")
-            _check_finite(bad, run_dir, epoch, epoch * plan.iterations_per_epoch + steps - 1)
+            _check_finite(any_over_processes(bad, processes), run_dir, epoch, epoch * plan.iterations_per_epoch + steps - 1)
             row: dict[str, Any] = {"epoch": epoch, "step": epoch * plan.iterations_per_epoch + steps, "lr": lr}
-            row["train_loss"] = float(loss_sum) / max(1, steps)
-            row.update({f"train_{name}": float(total) / max(1, steps) for name, total in part_sums.items()})
-            task.model.eval()
-            with torch.no_grad(), precision.autocast(device):
-                row.update(task.validate())
-            task.model.train()
+            row["train_loss"] = float(mean_over_processes(loss_sum, processes)) / max(1, steps)
+            row.update({f"train_{name}": float(mean_over_processes(total, processes)) / max(1, steps)
+                        for name, total in part_sums.items()})
+            validated = (epoch + 1) % train.validate_every == 0 or epoch + 1 == plan.epochs
+            if validated:  # every process validates the same model on the same data: no collective is one-sided
+                task.model.eval()
+                with torch.no_grad(), precision.autocast(device):
+                    row.update(task.validate())
+                task.model.train()
             row["seconds"] = time.perf_counter() - started
             history.append(row)
-            score = row.get("val_loss", row["train_loss"])
-            if score < best:
-                best = score
-                save_torch(run_dir / WEIGHTS_BEST, _unwrapped_state(task.model))
-                task.export(run_dir, "best")
-            save_torch(run_dir / WEIGHTS_LAST, _unwrapped_state(task.model))
-            task.export(run_dir, "last")
-            write_metrics(run_dir / METRICS, history)
-            save_torch(checkpoint_path, {
-                "model": _unwrapped_state(task.model),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "task": task.extra_state(),
-                "rng": _rng_states(),
-                "epoch": epoch + 1,
-                "best": best,
-                "history": history,
-                "config": config_json,
-            })
+            # A task without validation (DINO) is judged by its training loss.
+            score = row.get("val_loss", row["train_loss"]) if validated else math.inf
+            improved = score < best
+            best = min(best, score)
+            due = (train.checkpoint_seconds <= 0 or epoch + 1 == plan.epochs
+                   or time.perf_counter() - last_write >= train.checkpoint_seconds)
+            if main:
+                if improved:
+                    save_torch(run_dir / WEIGHTS_BEST, _unwrapped_state(task.model))
+                    task.export(run_dir, "best")
+                if due:
+                    _save_epoch(task, run_dir, optimizer, scaler, epoch, best, history, config_json)
+                    if train.log_steps:
+                        _write_steps(run_dir / STEPS, step_rows)
+            if due:
+                last_write = time.perf_counter()
+            barrier(processes)
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_loss', float('nan')):.4f}", lr=f"{lr:.3g}")
     finally:
         bar.close()
-    _mark_complete(run_dir, plan, history)
+        task.model = unwrap_ddp(eager)
+    if main:
+        _mark_complete(run_dir, plan, history)
     return history
 
 
-def _mark_complete(run_dir: Path, plan: Plan, history: list[dict[str, Any]]) -> None:
-    atomic.write_json(run_dir / RUN_COMPLETE, {
-        "epochs": plan.epochs, "steps": plan.total_steps,
-        "train_seconds": round(sum(float(row.get("seconds", 0.0)) for row in history), 3),
-        "last": history[-1] if history else None,
+def unwrap_ddp(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _save_epoch(task, run_dir: Path, optimizer, scaler, epoch: int, best: float, history, config_json) -> None:
+    """The last weights, transferable exports, metrics and the checkpoint of a finished epoch (rank 0)."""
+    save_torch(run_dir / WEIGHTS_LAST, _unwrapped_state(task.model))
+    task.export(run_dir, "last")
+    write_metrics(run_dir / METRICS, history)
+    save_torch(run_dir / CHECKPOINT, {
+        "model": _unwrapped_state(task.model),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "task": task.extra_state(),
+        "rng": _rng_states(),
+        "epoch": epoch + 1,
+        "best": best,
+        "history": history,
+        "config": config_json,
     })
+
+
+def _read_steps(path: Path, before_step: int) -> list[dict[str, Any]]:
+    """Per-step rows already written for steps < ``before_step`` (a resumed run keeps them)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{"step": int(r["step"]), "lr": float(r["lr"]), "loss": float(r["loss"])}
+                for r in csv.DictReader(handle) if int(r["step"]) < before_step]
+
+
+def _write_steps(path: Path, rows: list[dict[str, Any]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["step", "lr", "loss"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({"step": row["step"], "lr": f"{row['lr']:.8g}", "loss": repr(row["loss"])})
+    atomic.write_text(path, text.getvalue())
 
 
 def _check_finite(bad: torch.Tensor, run_dir: Path, epoch: int, step: int) -> None:
@@ -446,3 +557,11 @@ def _check_finite(bad: torch.Tensor, run_dir: Path, epoch: int, step: int) -> No
             f"stopped without saving, so {CHECKPOINT} still holds the last good epoch. "
             "Try a lower learning rate (--lr) or mixed precision off (--amp off), then --resume."
         )
+
+
+def _mark_complete(run_dir: Path, plan: Plan, history: list[dict[str, Any]]) -> None:
+    atomic.write_json(run_dir / RUN_COMPLETE, {
+        "epochs": plan.epochs, "steps": plan.total_steps,
+        "train_seconds": round(sum(float(row.get("seconds", 0.0)) for row in history), 3),
+        "last": history[-1] if history else None,
+    })

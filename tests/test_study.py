@@ -84,3 +84,25 @@ def test_study_refuses_a_run_folder_made_with_another_configuration(study, capsy
     config_path.write_text(json.dumps(config))
     assert run.main(args) == 2
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_runs_train_side_by_side_on_several_devices(tmp_path):
+    # two "devices" (both the CPU here, GPUs in use): pretraining first, its fine-tuning after it
+    from cmrssp.scheduler import dependencies
+    from cmrssp.study import run_study
+
+    grid = StudyGrid(methods=("mim",), subsets=(2,), seeds=(0,))
+    runs = plan_study("tiny", grid, tmp_path / "runs")
+    mim = next(r for r in runs if r.kind == "finetune" and r.config.init == "mim")
+    scratch = next(r for r in runs if r.kind == "finetune" and not r.config.init)
+    assert [r.folder.name for r in dependencies(mim, runs)] == ["pretrain-mim"] and dependencies(scratch, runs) == []
+    messages = []
+    written = run_study("tiny", grid, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", progress=False,
+                        log=messages.append, devices=("cpu", "cpu"))
+    assert written["markdown"].is_file()
+    started = [m for m in messages if m.endswith("on cpu") and "training" in m]
+    assert len(started) == 3
+    mim_started = next(i for i, m in enumerate(messages) if m.startswith("[study] finetune-mim-n2-s0: training"))
+    pretrain_done = next(i for i, m in enumerate(messages) if m.startswith("[study] pretrain-mim: done"))
+    assert mim_started > pretrain_done
+    assert all((r.folder / "complete.json").is_file() for r in runs)

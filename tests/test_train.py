@@ -83,6 +83,32 @@ def test_training_writes_run_folder_and_resume_is_exact(tmp_path, data_dir, monk
         assert [r["train_loss"] for r in csv.DictReader(handle)] == [r["train_loss"] for r in rows]
 
 
+def test_validate_every_skips_validation_and_best_selection_between(tmp_path, data_dir):
+    run_dir = run_finetune(tiny(epochs=3, validate_every=2), run_dir=tmp_path / "v", data_dir=data_dir,
+                           progress=False, log=lambda *_: None)
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [bool(r["val_loss"]) for r in rows] == [False, True, True]  # epoch 2 is the last: validated
+    complete = __import__("json").loads((run_dir / "complete.json").read_text())
+    assert complete["epochs"] == 3 and complete["last"]["epoch"] == 2
+    assert (run_dir / "weights-best.pt").is_file()
+
+
+def test_checkpoint_seconds_defers_checkpoints_to_the_end(tmp_path, data_dir, monkeypatch):
+    written = []
+    original = torch.save
+
+    def recording_save(obj, target, *args, **kwargs):
+        written.append(obj.get("epoch") if isinstance(obj, dict) and "optimizer" in obj else None)
+        return original(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", recording_save)
+    run_dir = run_finetune(tiny(epochs=3, checkpoint_seconds=1e9), run_dir=tmp_path / "c", data_dir=data_dir,
+                           progress=False, log=lambda *_: None)
+    assert [epoch for epoch in written if epoch is not None] == [3]  # one checkpoint, after the last epoch
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 3
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
     config = tiny(epochs=3)
     original_step, original_epoch = SegmentationTask.train_step, SegmentationTask.before_epoch

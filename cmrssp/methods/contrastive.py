@@ -21,7 +21,8 @@ from torch import nn
 from cmrssp.augment import AugmentConfig, augment_batch
 from cmrssp.data.slices import SliceSet
 from cmrssp.losses import nt_xent_loss, pcl_loss
-from cmrssp.models import Encoder, encoder_state
+from cmrssp.distributed import gather_with_grad
+from cmrssp.models import Encoder, encoder_state, memory_format
 from cmrssp.segmentation import device_batch
 from cmrssp.train import TRANSFER_WEIGHTS, BaseTask, save_torch
 
@@ -116,7 +117,7 @@ class ContrastiveTask(BaseTask):
             raise ValueError(f"not a contrastive method: {method!r}")
         self.method, self.config, self.augment = method, config, augment
         self.model = ProjectionNetwork(channels, in_channels, config.projection_dims).to(device)
-        self.memory_format = torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+        self.memory_format = memory_format(channels_last)
         self.model = self.model.to(memory_format=self.memory_format)
         self.train_slices, self.valid_slices = train_slices, valid_slices
         self.positions_train = positions_train.to(device)
@@ -126,7 +127,8 @@ class ContrastiveTask(BaseTask):
     def n_train(self) -> int:
         return len(self.train_slices)
 
-    def _loss(self, slices: SliceSet, positions: torch.Tensor, indices: torch.Tensor, generator: torch.Generator):
+    def _loss(self, slices: SliceSet, positions: torch.Tensor, indices: torch.Tensor, generator: torch.Generator,
+              gather: bool = False):
         batch = device_batch(slices, indices, self.device)
         views = [
             augment_batch(batch["images"], None, batch["centre"], batch["background"], batch["max_value"],
@@ -135,14 +137,18 @@ class ContrastiveTask(BaseTask):
         ]
         z = self.model(torch.cat(views).contiguous(memory_format=self.memory_format))
         z_a, z_b = z.chunk(2)
+        batch_positions = positions[indices.to(positions.device)]
+        if gather:  # with several processes: the negatives (and positives) of the global batch
+            z_a, z_b = gather_with_grad(z_a, self.processes), gather_with_grad(z_b, self.processes)
+            batch_positions = gather_with_grad(batch_positions, self.processes)
         if self.method == "simclr":
             loss = nt_xent_loss(z_a, z_b, self.config.temperature)
         else:
-            loss = pcl_loss(z_a, z_b, positions[indices.to(positions.device)], self.config.temperature, self.config.threshold)
+            loss = pcl_loss(z_a, z_b, batch_positions, self.config.temperature, self.config.threshold)
         return loss, z
 
     def train_step(self, indices: torch.Tensor, generator: torch.Generator, step: int):
-        loss, z = self._loss(self.train_slices, self.positions_train, indices, generator)
+        loss, z = self._loss(self.train_slices, self.positions_train, indices, generator, gather=True)
         return loss, {"embedding_cosine": mean_pairwise_cosine(z.detach())}
 
     def validate(self) -> dict[str, float]:

@@ -45,7 +45,8 @@ from cmrssp.augment import AugmentConfig, augment_batch
 from cmrssp.data.slices import SliceSet
 from cmrssp.errors import InputError
 from cmrssp.losses import dino_loss, update_dino_center
-from cmrssp.models import Encoder, encoder_state
+from cmrssp.distributed import mean_over_processes, sync_batch_norm
+from cmrssp.models import Encoder, encoder_state, memory_format, unwrap
 from cmrssp.schedules import cosine
 from cmrssp.segmentation import device_batch
 from cmrssp.train import TRANSFER_WEIGHTS, BaseTask, OptimizerConfig, Plan, save_torch
@@ -205,7 +206,7 @@ class DinoTask(BaseTask):
         train_slices: the pretraining slices (labels unused; ``centre``, ``background`` and
             ``max_value`` drive cropping and solarization).
         size: global crop size S (local crops are S // 2).
-        device: training device; ``channels_last`` is used on CUDA when asked.
+        device: training device; ``channels_last`` selects the NHWC memory format.
 
     ``model`` is the student (checkpointed, exported); ``teacher`` and ``center`` (1, out_dim)
     are extra state, saved in the checkpoint for an exact resume.
@@ -232,7 +233,7 @@ class DinoTask(BaseTask):
         self.config, self.size, self.device = config, size, device
         self.blur, self.solarize, self.local = (augment_presets[name] for name in names)
         self.train_slices = train_slices
-        self.memory_format = torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+        self.memory_format = memory_format(channels_last)
 
         self.model = DinoNetwork(channels, in_channels, config).to(device, memory_format=self.memory_format)
         # Built after the student, so "independent" draws its own initialisation (protocol 7.4).
@@ -323,7 +324,7 @@ class DinoTask(BaseTask):
         official DINO, its gradients are dropped (None), so SGD also skips its weight decay and
         momentum, not just the gradient."""
         if self._epoch(step) < self.config.freeze_last_layer_epochs:
-            for parameter in self.model.head.last_layer.parameters():
+            for parameter in unwrap(self.model).head.last_layer.parameters():
                 parameter.grad = None
 
     @torch.no_grad()
@@ -336,8 +337,15 @@ class DinoTask(BaseTask):
         torch._foreach_mul_(teacher, momentum)
         torch._foreach_add_(teacher, student, alpha=1.0 - momentum)
         if self._teacher_views is not None:
-            self.center = update_dino_center(self.center, self._teacher_views, self.config.center_momentum)
+            self.center = update_dino_center(self.center, self._teacher_views, self.config.center_momentum,
+                                             reduce=lambda mean: mean_over_processes(mean, self.processes))
             self._teacher_views = None
+
+    def distribute(self, processes, device, sync_bn: bool, seed: int = 0) -> None:
+        """The teacher's BN runs on batch statistics too (protocol 2.3): global ones when asked."""
+        super().distribute(processes, device, sync_bn, seed)
+        if processes.enabled and sync_bn:
+            self.teacher = sync_batch_norm(self.teacher, device)
 
     def validate(self) -> dict[str, float]:
         return {}  # DINO has no validation; the loop keeps the lowest training loss (protocol 7.7)

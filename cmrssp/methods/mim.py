@@ -22,7 +22,7 @@ from cmrssp import atomic
 from cmrssp.augment import AugmentConfig, augment_batch
 from cmrssp.data.slices import SliceSet
 from cmrssp.losses import mim_loss
-from cmrssp.models import UNet, UNetConfig, encoder_decoder_state, encoder_state
+from cmrssp.models import UNet, UNetConfig, encoder_decoder_state, encoder_state, memory_format
 from cmrssp.segmentation import device_batch
 from cmrssp.train import TRANSFER_WEIGHTS, BaseTask, save_torch
 
@@ -85,7 +85,7 @@ class MimTask(BaseTask):
             raise ValueError(f"mim.transfer must be one of {TRANSFER_CHOICES}, got {config.transfer!r}")
         self.config, self.augment = config, augment
         unet = UNetConfig(channels=tuple(channels), in_channels=in_channels, n_classes=1, nr_output_scales=1)
-        self.memory_format = torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+        self.memory_format = memory_format(channels_last)
         self.model = UNet(unet).to(device).to(memory_format=self.memory_format)
         self.train_slices, self.valid_slices = train_slices, valid_slices
         self.size, self.device, self.val_batch_size = size, device, val_batch_size
@@ -94,18 +94,29 @@ class MimTask(BaseTask):
     def n_train(self) -> int:
         return len(self.train_slices)
 
-    def _forward(self, slices: SliceSet, indices: torch.Tensor, generator: torch.Generator):
+    def _forward(self, slices: SliceSet, indices: torch.Tensor, generator: torch.Generator,
+                 mask_generator: torch.Generator | None = None):
         batch = device_batch(slices, indices, self.device)
         target, _ = augment_batch(batch["images"], None, batch["centre"], batch["background"], batch["max_value"],
                                   self.size, self.augment, generator)
-        mask = random_patch_mask(len(target), self.size, self.config.patches_per_side, self.config.mask_ratio,
-                                 generator, self.device)
+        if mask_generator is None:
+            mask = random_patch_mask(len(target), self.size, self.config.patches_per_side, self.config.mask_ratio,
+                                     generator, self.device)
+        else:  # the global batch's masks, this process's rows: the same masks whatever the process count
+            world, rank = self.processes.world_size, self.processes.rank
+            mask = random_patch_mask(len(target) * world, self.size, self.config.patches_per_side,
+                                     self.config.mask_ratio, mask_generator, self.device)
+            mask = mask[rank * len(target) : (rank + 1) * len(target)]
         masked = torch.where(mask, torch.full_like(target, self.config.mask_value), target)
         prediction = self.model(masked.contiguous(memory_format=self.memory_format))[0]
         return target, mask, masked, prediction
 
     def train_step(self, indices: torch.Tensor, generator: torch.Generator, step: int):
-        target, mask, _, prediction = self._forward(self.train_slices, indices, generator)
+        # Masks come from a stream seeded by (seed, step), drawn for the global batch, so one
+        # process and several train on the same masks (and a resumed step replays them).
+        mask_seed = int(np.random.SeedSequence([self.seed, step, 0x4D494D]).generate_state(1, dtype=np.uint64)[0])
+        mask_generator = torch.Generator(device=generator.device).manual_seed(mask_seed)
+        target, mask, _, prediction = self._forward(self.train_slices, indices, generator, mask_generator)
         loss = mim_loss(prediction, target, mask)
         # What predicting the mask value itself would score: the loss must end well below it.
         baseline = mim_loss(torch.full_like(target, self.config.mask_value), target, mask)
