@@ -3,7 +3,8 @@
 Run as a plain script (one process) or under ``torchrun --nproc_per_node=2`` (two processes
 with gloo); tests/test_distributed.py compares the two: per-step losses and final weights.
 
-    python tests/distributed_worker.py OUT DATA_DIR KIND [KIND ...]   (KIND: finetune simclr pcl dino mim)
+    python tests/distributed_worker.py OUT DATA_DIR [--resume] KIND [KIND ...]
+    (KIND: finetune finetune-one simclr pcl dino mim)
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ GLOBAL_BATCH = 8
 
 
 def config_for(kind: str):
-    config = finetune_preset("tiny") if kind == "finetune" else pretrain_preset("tiny", kind)
+    """``finetune-one``: one training subject, so each step is an epoch (for resuming mid-run)."""
+    config = finetune_preset("tiny") if kind.startswith("finetune") else pretrain_preset("tiny", kind)
+    if kind == "finetune-one":
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, n_subjects=1))
     train = dataclasses.replace(config.train, iterations=STEPS, epochs=0, batch_size=GLOBAL_BATCH,
                                 sync_batch_norm=True, log_steps=True, device="cpu")
     # A small step keeps float round-off (summation order differs between 1 and 2 processes)
@@ -40,13 +44,15 @@ def config_for(kind: str):
 
 
 def main(out: Path, data_dir: Path, kinds: list[str]) -> None:
+    """``--resume KIND`` continues the run in OUT/KIND from its checkpoint."""
     processes, _ = start("cpu")
+    resume = kinds[0] == "--resume"
     try:
-        for kind in kinds:
+        for kind in kinds[resume:]:
             config = config_for(kind)
-            train = run_finetune if kind == "finetune" else run_pretrain
+            train = run_finetune if kind.startswith("finetune") else run_pretrain
             train(config, run_dir=out / kind, runs_dir=out, data_dir=data_dir, progress=False,
-                  log=lambda *_: None, processes=processes)
+                  log=lambda *_: None, processes=processes, resume=resume)
     finally:
         stop()
 

@@ -73,3 +73,44 @@ def test_two_processes_match_one(runs, kind):
         if weights_one[key].is_floating_point():
             assert torch.allclose(weights_one[key], weights_two[key], rtol=1e-4, atol=1e-5), key
     assert not (two / "steps.csv.tmp").exists()
+
+
+def test_a_run_stopped_in_one_process_resumes_in_two(runs, tmp_path, monkeypatch):
+    # One process trains one epoch of three and stops; two processes resume it: the losses of the
+    # remaining steps and the final weights are those of an uninterrupted single-process run.
+    import shutil
+
+    sys.path.insert(0, str(WORKER.parent))
+    import distributed_worker as worker
+    from cmrssp.finetune import run_finetune
+    from cmrssp.segmentation import SegmentationTask
+
+    data_dir = runs / "data"
+    reference = run_finetune(worker.config_for("finetune-one"), run_dir=tmp_path / "reference", data_dir=data_dir,
+                             progress=False, log=lambda *_: None)
+    calls = {"n": 0}
+    original = SegmentationTask.train_step
+
+    def stop_in_second_epoch(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(SegmentationTask, "train_step", stop_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(worker.config_for("finetune-one"), run_dir=tmp_path / "runs" / "finetune-one", data_dir=data_dir,
+                     progress=False, log=lambda *_: None)
+    monkeypatch.setattr(SegmentationTask, "train_step", original)
+    assert torch.load(tmp_path / "runs" / "finetune-one" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(WORKER), str(tmp_path / "runs"), str(data_dir), "--resume", "finetune-one"],
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    resumed = tmp_path / "runs" / "finetune-one"
+    assert _steps(resumed / "steps.csv") == pytest.approx(_steps(reference / "steps.csv"), rel=1e-5)
+    a, b = load_weight_file(reference / "weights-last.pt"), load_weight_file(resumed / "weights-last.pt")
+    for key in a:
+        if a[key].is_floating_point():
+            assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), key
+    shutil.rmtree(tmp_path / "runs")
