@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate every fine-tuned run on the test subjects; write results.md, results.csv (and results.png "
         "with matplotlib) in the runs folder. Stop it at any point and run it again: finished runs and "
         "evaluations are skipped, an interrupted run resumes from its checkpoint. Grids: paper = 10, 15, 25, "
-        "50, all subjects x subset seeds 0, 1, 2; cpu = 3 and all x seeds 0, 1; tiny = 2 and all x seed 0.",
+        "50, all subjects x subset seeds 0, 1, 2; cpu = 3 and all x seed 0; tiny = 2 and all x seed 0.",
     )
     study.add_argument("--preset", choices=("paper", "cpu", "tiny"),
                        help="scale of every run (see `finetune --help`); default paper on CUDA, cpu otherwise")
