@@ -106,3 +106,20 @@ def test_runs_train_side_by_side_on_several_devices(tmp_path):
     pretrain_done = next(i for i, m in enumerate(messages) if m.startswith("[study] pretrain-mim: done"))
     assert mim_started > pretrain_done
     assert all((r.folder / "complete.json").is_file() for r in runs)
+
+
+def test_a_run_folder_is_reused_whatever_device_trained_it(tmp_path):
+    from cmrssp.config import to_dict
+    from cmrssp.errors import InputError
+    from cmrssp.study import check_reusable
+
+    run = plan_study("tiny", StudyGrid(methods=("mim",), subsets=(2,), seeds=(0,)), tmp_path)[1]
+    run.folder.mkdir(parents=True)
+    saved = json.loads(json.dumps(to_dict(run.config)))
+    saved["train"]["device"] = "cuda:1"  # e.g. placed on another GPU by --gpus
+    (run.folder / "config.json").write_text(json.dumps(saved))
+    check_reusable(run)
+    saved["train"]["epochs"] += 1
+    (run.folder / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="different configuration"):
+        check_reusable(run)
