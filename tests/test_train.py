@@ -172,3 +172,22 @@ def test_cli_finetune_default_name_and_resume(tmp_path, data_dir, capsys):
     import json
 
     assert json.loads((tmp_path / "switched" / "config.json").read_text())["augment"]["intensity_scale_mode"] == "factor"
+
+
+def test_a_model_that_fails_to_compile_trains_eagerly(tmp_path, data_dir, monkeypatch):
+    class Broken(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("inductor backend unavailable")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Broken(module))
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        run_dir = run_finetune(tiny(epochs=1, compile="on"), run_dir=tmp_path / "k", data_dir=data_dir,
+                               progress=False, log=lambda *_: None)
+    assert (run_dir / "complete.json").is_file() and (run_dir / "weights-last.pt").is_file()
+    with pytest.raises(InputError, match="train.compile"):
+        run_finetune(tiny(epochs=1, compile="sometimes"), run_dir=tmp_path / "k2", data_dir=data_dir,
+                     progress=False, log=lambda *_: None)
