@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from cmrssp.data.cache import Cache
-from cmrssp.data.slices import load_slices
+from cmrssp.data.slices import load_slices, resident_device
 from cmrssp.data.splits import Split, subset
 from cmrssp.distributed import SINGLE, Processes
 from cmrssp.errors import InputError
@@ -75,8 +75,9 @@ def run_finetune(
     split = resolve_split(config.data, cache)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
-    train_slices = load_slices(cache, split.train, "segmentation", device=device)
-    valid_slices = load_slices(cache, split.valid, "segmentation", device=device) if split.valid else None
+    place = resident_device(cache, [split.train, split.valid], "segmentation", device)
+    train_slices = load_slices(cache, split.train, "segmentation", device=place)
+    valid_slices = load_slices(cache, split.valid, "segmentation", device=place) if split.valid else None
 
     torch.manual_seed(config.train.seed)
     task = SegmentationTask(

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from cmrssp.augment import AUGMENT_PRESETS
-from cmrssp.data.slices import load_slices
+from cmrssp.data.slices import load_slices, resident_device
 from cmrssp.distributed import SINGLE, Processes
 from cmrssp.errors import InputError
 from cmrssp.presets import PretrainConfig
@@ -25,8 +25,9 @@ from cmrssp.train import fit, resolve_device, resolve_precision
 
 def build_task(config: PretrainConfig, cache, train_keys, valid_keys, device):
     """The method's Task on the run's slices, loaded from the cache."""
-    train_slices = load_slices(cache, train_keys, "pretraining", device=device)
-    valid_slices = load_slices(cache, valid_keys, "pretraining", device=device) if valid_keys else None
+    place = resident_device(cache, [train_keys, valid_keys], "pretraining", device)
+    train_slices = load_slices(cache, train_keys, "pretraining", device=place)
+    valid_slices = load_slices(cache, valid_keys, "pretraining", device=place) if valid_keys else None
     stack_sizes = {key: cache.meta(key)["n_slices"] for key in [*train_keys, *valid_keys]}
     return make_task(config, train_slices, valid_slices, cache.config.size, device, stack_sizes)
 

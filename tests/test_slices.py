@@ -136,3 +136,17 @@ def test_errors(cache):
         load_slices(cache, ["mnms-Z"], "pretraining")
     with pytest.raises(ValueError, match="kind"):
         load_slices(cache, ["mnms-A"], "classification")
+
+
+def test_slices_stay_on_the_gpu_only_when_they_fit(cache, monkeypatch):
+    from cmrssp.data.slices import resident_device
+
+    labelled = cache.subjects(labelled=True)
+    keys = [labelled]
+    assert resident_device(cache, keys, "segmentation", "cpu") == torch.device("cpu")
+    slices = load_slices(cache, labelled, "segmentation")
+    needed = len(slices) * cache.config.canvas_size**2 * 3
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * needed, 8 * needed))
+    assert resident_device(cache, keys, "segmentation", "cuda:0") == torch.device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (needed, 8 * needed))
+    assert resident_device(cache, keys, "segmentation", "cuda:0") == torch.device("cpu")  # would fill half

@@ -81,6 +81,27 @@ class SliceSet:
         return self._map(lambda tensor: tensor[index.to(tensor.device)])
 
 
+def resident_device(
+    cache: Cache, key_groups: Sequence[Sequence[str]], kind: str, device: str | torch.device, fraction: float = 0.5
+) -> torch.device:
+    """Where a run's slice sets (``key_groups``: train, valid, ...) should live: on ``device`` when
+    they take at most ``fraction`` of its free memory (the GPU fast path: a batch is an index
+    gather on the device, no host copy per step), else on the CPU, whence each batch is copied."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device
+    canvas = cache.config.canvas_size
+    bytes_per_slice = canvas * canvas * (3 if kind == "segmentation" else 2)  # float16 image + uint8 label
+    n_slices = 0
+    for keys in key_groups:
+        for key in keys:
+            meta = cache.meta(key)
+            frames = len(meta["label_frames"]) if kind == "segmentation" else int(meta["n_frames"])
+            n_slices += frames * int(meta["n_slices"])
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if n_slices * bytes_per_slice <= fraction * free else torch.device("cpu")
+
+
 def load_slices(
     cache: Cache, keys: Sequence[str], kind: str, device: str | torch.device = "cpu"
 ) -> SliceSet:
