@@ -26,3 +26,15 @@ class InputError(Exception):
     def __reduce__(self):
         # Errors raised in worker processes must survive pickling back to the parent.
         return (type(self), (self.path, self.problem))
+
+
+def read_text(path: str | os.PathLike, what: str, missing_hint: str = "") -> str:
+    """The UTF-8 text of a file the user gave, or one InputError naming it: ``what`` says what
+    the file should be ("split file"), ``missing_hint`` what to do when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InputError(path, f"{what} not found" + (f" ({missing_hint})" if missing_hint else "")) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(path, f"unreadable {what} ({error})") from None

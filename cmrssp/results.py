@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from cmrssp.atomic import atomic_path, write_text
-from cmrssp.errors import InputError
+from cmrssp.errors import InputError, read_text
 from cmrssp.table import format_table
 
 CLASS_NAMES = ("lv", "myo", "rv")
@@ -153,12 +153,7 @@ def read_volumes_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     Columns beyond :data:`VOLUME_COLUMNS` are kept as strings.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found (evaluate the run first)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(path, f"cannot read the per-volume table: {error}") from None
+    text = read_text(path, "per-volume table", missing_hint="evaluate the run first")
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
     missing = [column for column in VOLUME_COLUMNS if column not in header]

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from cmrssp.atomic import write_json
-from cmrssp.errors import InputError
+from cmrssp.errors import InputError, read_text
 
 PARTS = ("train", "valid", "test")
 UPSTREAM_DATASETS = {"mm1": "mnms", "mm2": "mnms2"}
@@ -91,12 +91,7 @@ def read_upstream_split(path: str | os.PathLike, available_keys: Iterable[str] |
             of the cache); otherwise InputError naming the file and the first unknown ids.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "split file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(path, f"unreadable split file ({error})") from None
+    text = read_text(path, "split file")
 
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         split = _split_from_json(path, text)
