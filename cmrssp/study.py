@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Callable, Sequence, Union
 
 from cmrssp.config import apply_overrides, to_dict
 from cmrssp.data.cache import Cache, open_cache
@@ -259,8 +259,3 @@ def override(assignments: Sequence[str]) -> Callable[[Config], Config]:
     if unknown:
         raise InputError(None, f"--set {unknown[0]}: no such configuration section (choose from {', '.join(sorted(known))})")
     return adjust
-
-
-def describe_grid(grid: StudyGrid) -> dict[str, Any]:
-    return {"methods": list(grid.methods), "subsets": ["all" if n == 0 else n for n in grid.subsets],
-            "seeds": list(grid.seeds)}
