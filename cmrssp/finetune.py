@@ -17,7 +17,7 @@ from cmrssp.data.splits import Split, subset
 from cmrssp.distributed import SINGLE, Processes
 from cmrssp.errors import InputError
 from cmrssp.methods import METHODS as PRETRAINING_METHODS
-from cmrssp.models import load_transferable, load_weight_file
+from cmrssp.models import load_transferable, load_weight_file, reset_conv_norms
 from cmrssp.presets import DataConfig, FinetuneConfig
 from cmrssp.runs import open_run_data, run_record, saved_config, study_split
 from cmrssp.segmentation import SegmentationTask
@@ -87,8 +87,13 @@ def run_finetune(
     )
     if config.init and not (resume and (run_dir / "checkpoint.pt").exists()):
         weights = resolve_init(config.init, runs_dir)
-        report = load_transferable(task.model, load_weight_file(weights), weights)
+        initial = {key: value.clone() for key, value in task.model.state_dict().items() if key.endswith(".weight")}
+        state = load_weight_file(weights)
+        report = load_transferable(task.model, state, weights)
         log(report.describe())
+        if config.init_norm == "initial":
+            rescaled = reset_conv_norms(task.model, initial, state)
+            log(f"init_norm initial: {rescaled} transferred convolutions rescaled to their initialisation norm")
     if processes.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         split.save(run_dir / "split.json")

@@ -16,7 +16,7 @@ from cmrssp.methods import METHODS
 from cmrssp.methods.contrastive import ContrastiveConfig
 from cmrssp.methods.dino import DinoConfig, dino_optimizer_config
 from cmrssp.methods.mim import MimConfig
-from cmrssp.models import UNetConfig
+from cmrssp.models import INIT_NORMS, UNetConfig
 from cmrssp.train import OptimizerConfig, TrainConfig
 
 PRESET_NAMES = ("paper", "cpu", "tiny")
@@ -59,6 +59,10 @@ class FinetuneConfig:
         freeze_encoder_epochs: epochs during which the encoder gets no gradient (the study's
             ``nr_epochs_frozen_encoder``, 0 in its baseline config; BN statistics still update).
             From scratch, a large value gives the random-encoder baseline of a frozen-encoder probe.
+        init_norm: "pretrained" (the study) keeps the transferred weights as they are;
+            "initial" rescales each transferred convolution to its initialisation norm, which
+            leaves the network's output unchanged but restores the from-scratch effective
+            learning rate (:func:`cmrssp.models.reset_conv_norms`).
     """
 
     preset: str
@@ -69,6 +73,11 @@ class FinetuneConfig:
     train: TrainConfig
     init: str = ""
     freeze_encoder_epochs: int = 0
+    init_norm: str = "pretrained"
+
+    def __post_init__(self) -> None:
+        if self.init_norm not in INIT_NORMS:
+            raise InputError(None, f"init_norm must be one of {', '.join(INIT_NORMS)}, got {self.init_norm!r}")
 
 
 def finetune_preset(name: str) -> FinetuneConfig:

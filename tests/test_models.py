@@ -6,6 +6,7 @@ forward pass uses tiny configs.
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -23,6 +24,7 @@ from cmrssp.models import (
     encoder_state,
     load_transferable,
     load_weight_file,
+    reset_conv_norms,
 )
 
 TINY = (4, 8, 16)
@@ -305,3 +307,34 @@ def test_weight_file_refuses_pickled_objects_and_junk(tmp_path):
     torch.save({}, empty)
     with pytest.raises(InputError, match="empty state dict"):
         load_weight_file(empty)
+
+
+def test_reset_conv_norms_restores_initial_norms_and_keeps_the_function():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(channels=TINY))
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+    # "pretraining": grow every weight (3x), shift the BN statistics to match, as training would
+    grown = {key: value * 3 if key.endswith((".weight", ".bias")) and "bn" not in key else value.clone()
+             for key, value in initial.items()}
+    for key in grown:
+        if key.endswith("running_mean"):
+            grown[key] = torch.randn_like(grown[key])
+        if key.endswith("running_var"):
+            grown[key] = torch.rand_like(grown[key]) + 0.5
+    model.load_state_dict(grown)
+    for module in model.modules():  # with a negligible eps the rescaling is function-preserving
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = 1e-12
+    reference = copy.deepcopy(model)
+    encoder_keys = [key for key in grown if key.startswith("encoder.")]
+    assert reset_conv_norms(model, initial, encoder_keys) == 2 * len(TINY)  # two convs per encoder block
+    state = model.state_dict()
+    for key in encoder_keys:
+        if key.endswith(("conv1.weight", "conv2.weight")):
+            torch.testing.assert_close(state[key].norm(), initial[key].norm())
+    assert torch.equal(state["decoder.dec_blocks.0.conv1.weight"], grown["decoder.dec_blocks.0.conv1.weight"])
+    x = torch.randn(3, 1, 16, 16)
+    for train_mode in (False, True):  # eval first: a train-mode forward updates the running statistics
+        model.train(train_mode)
+        reference.train(train_mode)
+        torch.testing.assert_close(model(x)[0], reference(x)[0], rtol=1e-4, atol=1e-4)

@@ -148,6 +148,13 @@ def test_init_transfers_encoder_and_freezing_keeps_it(tmp_path, data_dir):
         assert torch.equal(trained[key], value), key
     assert not torch.equal(trained["decoder.output_convs.0.weight"], donor.state_dict()["decoder.output_convs.0.weight"])
 
+    messages.clear()
+    rescaled = replace(config, init=str(source), init_norm="initial")
+    run_finetune(rescaled, run_dir=tmp_path / "rescaled", data_dir=data_dir, progress=False, log=messages.append)
+    assert any(f"{2 * len(config.unet.channels)} transferred convolutions rescaled" in m for m in messages)
+    with pytest.raises(InputError, match="init_norm"):
+        replace(config, init_norm="grown")
+
     bad = tmp_path / "other.pt"
     torch.save({"something.else": torch.zeros(3)}, bad)
     with pytest.raises(InputError, match="nothing would transfer"):
