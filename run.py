@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = commands.add_parser(
         "probe",
-        help="linear probe: how well frozen encoder features (random or pretrained) separate LV, MYO and RV",
+        help="linear probe: how well frozen features (random or pretrained network) separate LV, MYO and RV",
         description="Freeze the network (random, or from pretraining), stack the upsampled feature maps of "
         "un-augmented slices (every encoder level, and every decoder block: the maps MIM's decoder learns), train a "
         "per-pixel linear classifier (1x1 convolution, 0.5 CE + 0.5 soft Dice, Adam) on the training subset and print "
@@ -418,6 +418,8 @@ def run_probe(args: argparse.Namespace) -> None:
 
     config = finetune_preset(args.preset)
     inits = ["" if init == "random" else init for init in args.inits.split(",") if init]
+    if not inits or not args.subset_seed:
+        raise InputError(None, "probe needs at least one init (--inits) and one subset seed (--subset-seed)")
     rows = []
     for seed in args.subset_seed:
         data = replace(config.data, cache=str(args.data) if args.data else None,

@@ -87,11 +87,13 @@ def run_finetune(
     )
     if config.init and not (resume and (run_dir / "checkpoint.pt").exists()):
         weights = resolve_init(config.init, runs_dir)
-        initial = {key: value.clone() for key, value in task.model.state_dict().items() if key.endswith(".weight")}
+        rescale = config.init_norm == "initial"
+        initial = {key: value.clone() for key, value in task.model.state_dict().items()
+                   if rescale and key.endswith(".weight")}
         state = load_weight_file(weights)
         report = load_transferable(task.model, state, weights)
         log(report.describe())
-        if config.init_norm == "initial":
+        if rescale:
             rescaled = reset_conv_norms(task.model, initial, state)
             log(f"init_norm initial: {rescaled} transferred convolutions rescaled to their initialisation norm")
     if processes.is_main:
