@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the stored canvas side in pixels (default 1.5 x size, so augmentation samples real image)",
     )
     prepare.add_argument(
+        "--geometry", choices=("auto", "affine", "header"), default="auto",
+        help="voxel size and orientation of each file: 'auto' (default) resolves the affine (s/qform) and "
+        "pixdim together: when they disagree, pixdim's voxel size with the affine's direction and origin, as "
+        "ITK/nnU-Net read NIfTI (real ACDC files carry a 1 mm placeholder sform), unless pixdim is the "
+        "placeholder; 'affine' always uses the affine; 'header' always uses pixdim with the affine's direction. "
+        "A disagreement is reported once per dataset and kind",
+    )
+    prepare.add_argument(
         "--workers", type=positive_int, default=DEFAULT_WORKERS,
         help=f"processes decoding subjects in parallel (default {DEFAULT_WORKERS}: this machine's cores, at most 4)",
     )
@@ -454,7 +462,7 @@ def run_prepare(args: argparse.Namespace) -> None:
 
     preset = args.preset or ("paper" if args.dataset else "cpu")
     config = PREPARE_PRESETS[preset]
-    overrides = {k: getattr(args, k) for k in ("spacing", "size", "canvas") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("spacing", "size", "canvas", "geometry") if getattr(args, k) is not None}
     config = dataclasses.replace(config, **overrides).validate()
     if len(args.dataset) != len(args.root):
         raise InputError(None, f"give one --root per --dataset (got {len(args.dataset)} --dataset and {len(args.root)} --root)")
@@ -492,7 +500,15 @@ def run_info(args: argparse.Namespace) -> None:
     print(open_cache(args.cache).describe())
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as the user reads them: what happened, not where in cmrssp it was raised."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     from cmrssp.train import TrainingError
 

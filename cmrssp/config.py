@@ -30,11 +30,15 @@ class PrepareConfig:
             ``canvas`` must have the same parity so the evaluation grid is an exact sub-grid.
             0 means the default, 1.5 × size (384 for 256: a 480 mm field of view, more than
             the 95th percentile of real M&Ms/M&Ms-2 fields of view, data-formats.md 1.8).
+        geometry: how each file's voxel geometry is resolved from its affine and pixdim:
+            "auto" (the documented rule of :mod:`cmrssp.data.geometry`), "affine" or "header"
+            (pixdim spacing with the affine's direction, as ITK reads NIfTI).
     """
 
     spacing: float = 1.25
     size: int = 256
     canvas: int = 0
+    geometry: str = "auto"
 
     @property
     def canvas_size(self) -> int:
@@ -48,6 +52,9 @@ class PrepareConfig:
             raise InputError(None, f"--size must be at least 8 pixels, got {self.size}")
         if self.canvas and self.canvas < self.size:
             raise InputError(None, f"--canvas ({self.canvas}) must be at least --size ({self.size})")
+        from cmrssp.data.geometry import check_mode
+
+        check_mode(self.geometry)
         return self
 
 

@@ -8,7 +8,8 @@ original ground truth. A run's evaluation is one folder, written atomically::
         volumes.csv        one row per volume (dataset, subject, vendor, phase, Dice/HD95 per class and mean)
         summary.json       mean, std, median, ... per metric; ED/ES pooled and separate
         evaluation.json    what was evaluated: weights, cache, split, options, time
-        nifti/<key>_<phase>.nii.gz   with --export-nifti: predicted labels, original affine and shape
+        nifti/<key>_<phase>.nii.gz   with --export-nifti: predicted labels with the source file's
+                           shape, sform, qform, their codes and pixdim (so a viewer overlays them)
 
 So a folder that exists is a finished evaluation; ``evaluate`` with no run evaluates every
 finished fine-tuning run that lacks one.
@@ -29,6 +30,7 @@ import torch
 from cmrssp.atomic import atomic_directory, write_json
 from cmrssp.data.cache import Cache, open_cache
 from cmrssp.data.nifti import write_nifti
+from cmrssp.data.source_header import write_like_source
 from cmrssp.data.sources_acdc import ACDC_TO_CANONICAL
 from cmrssp.data.splits import Split
 from cmrssp.errors import InputError
@@ -198,8 +200,23 @@ def _evaluate_subject(model, cache: Cache, key: str, options: EvaluateOptions, p
             labels = prediction.labels
             if options.label_convention == "source":
                 labels = source_label_lookup(meta, cache.array_path(key, "meta.json"))[labels]
-            write_nifti(nifti_dir / f"{key}_{prediction.phase}.nii.gz", labels, np.asarray(meta["affine"]), dtype=np.uint8)
+            export_labels(nifti_dir / f"{key}_{prediction.phase}.nii.gz", labels, meta)
     return rows
+
+
+def export_labels(path: Path, labels: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write a (X, Y, Z) label volume in its subject's original grid, uint8.
+
+    Every header field that places voxels (shape, sform, qform, their codes, pixdim, units) is
+    copied from the subject's source file, not re-derived from the toolkit's resolved affine:
+    ITK-SNAP and 3D Slicer read a real ACDC file's placeholder sform and its pixdim exactly as
+    they are, and overlay the export only if it carries the same ones. A subject prepared in
+    memory (no source file) gets its affine instead.
+    """
+    if meta.get("source_header"):
+        write_like_source(path, labels, meta["source_header"], dtype=np.uint8)
+    else:
+        write_nifti(path, labels, np.asarray(meta["affine"]), dtype=np.uint8)
 
 
 def run_evaluation(run_dir: Path, options: EvaluateOptions) -> RunEvaluation:

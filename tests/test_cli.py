@@ -14,7 +14,6 @@ from cmrssp.data.slices import load_slices
 from cmrssp.data.splits import Split
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = ROOT.parent / "shared" / "data" / "upstream-splits"
 
 
 def test_help_of_every_command_runs():
@@ -80,11 +79,14 @@ def test_upstream_split_with_unknown_subjects_fails_clearly(tmp_path, tiny_cohor
     cache_dir = tmp_path / "cache"
     run.main(["prepare", "--dataset", "mnms", "--root", str(tiny_cohort), "--out", str(cache_dir), "--spacing", "5", "--size", "32"])
     capsys.readouterr()
-    upstream = UPSTREAM / "default-cine-split-nr10-seed0.yaml"
+    # A split file in the study's format (default-cine-split*.yaml) naming subjects this cache lacks.
+    upstream = tmp_path / "default-cine-split-nr2-seed0.yaml"
+    upstream.write_text('"test":\n  "mm1":\n  - "Z0Z0Z1"\n"train":\n  "mm1":\n  - "Z0Z0Z2"\n  - "Z0Z0Z3"\n'
+                        '"valid":\n  "mm1":\n  - "Z0Z0Z4"\n')
     code = run.main(["split", "--cache", str(cache_dir), "--out", str(tmp_path / "s.json"), "--upstream", str(upstream)])
     error = error_line(capsys)
     assert code == 2
-    assert str(upstream) in error and "224 subject(s)" in error and "not available" in error
+    assert str(upstream) in error and "4 subject(s)" in error and "not available" in error
     assert not (tmp_path / "s.json").exists()
 
 

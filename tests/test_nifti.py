@@ -17,15 +17,14 @@ def oblique_affine(spacing=(1.4, 1.4, 9.0)):
     return affine
 
 
-def test_spacing_comes_from_affine_not_pixdim(tmp_path):
+def test_read_image_returns_float32_and_the_resolved_geometry(tmp_path):
     affine = oblique_affine()
-    image = nib.Nifti1Image(np.ones((4, 5, 3, 2), np.int16), affine)
-    image.header["pixdim"][1:4] = [7.0, 7.0, 7.0]  # corrupt header zooms
     path = tmp_path / "a.nii.gz"
-    nib.save(image, str(path))
-    data, read_affine = nifti.read_image(path)
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 3, 2), np.int16), affine), str(path))
+    data, geometry = nifti.read_image(path)
     assert data.dtype == np.float32 and data.shape == (4, 5, 3, 2)
-    np.testing.assert_allclose(nifti.voxel_spacing(read_affine), [1.4, 1.4, 9.0], rtol=1e-5)
+    np.testing.assert_allclose(geometry.affine, affine, atol=1e-5)  # records agree: affine unchanged
+    assert geometry.finding is None and geometry.path == str(path)
 
 
 def test_write_then_read_keeps_dtype_and_affine(tmp_path):
@@ -33,9 +32,9 @@ def test_write_then_read_keeps_dtype_and_affine(tmp_path):
     path = tmp_path / "gt.nii.gz"
     nifti.write_nifti(path, labels, oblique_affine(), dtype=np.uint8)
     assert nib.load(str(path)).get_data_dtype() == np.uint8
-    read, affine = nifti.read_labels(path, ndim=3)
+    read, geometry = nifti.read_labels(path, ndim=3)
     np.testing.assert_array_equal(read, labels)
-    np.testing.assert_allclose(affine, oblique_affine(), atol=1e-5)
+    np.testing.assert_allclose(geometry.affine, oblique_affine(), atol=1e-5)
     assert [p.name for p in tmp_path.iterdir()] == ["gt.nii.gz"]
 
 

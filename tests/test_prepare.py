@@ -14,6 +14,7 @@ from cmrssp.data import prepare as prepare_module
 from cmrssp.data.cache import open_cache
 from cmrssp.data.enclosing_circle import smallest_enclosing_circle
 from cmrssp.data.prepare import (
+    FORMAT_VERSION,
     BASE_TO_APEX_RAS,
     base_first_from_affine,
     prepare_cache,
@@ -396,7 +397,7 @@ def test_prepare_cache_manifest_and_reading(tmp_path):
     assert set(summary.seconds) == set(summary.prepared)
 
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
-    assert manifest["format"] == "cmrssp-cache" and manifest["version"] == 1
+    assert manifest["format"] == "cmrssp-cache" and manifest["version"] == FORMAT_VERSION
     assert manifest["config"] == to_dict(CONFIG) and "toolkit_version" in manifest
     entries = {entry["key"]: entry for entry in manifest["subjects"]}
     assert list(entries) == ["mnms-S1", "mnms-S2", "mnms-T1"]

@@ -533,7 +533,7 @@ def write_with_header(path: Path, data: np.ndarray, srows: np.ndarray, pixdim=No
     return path
 
 
-def test_zero_spacing_rejected_and_spacing_from_affine_not_pixdim(tmp_path):
+def test_zero_spacing_rejected_and_a_conflicting_pixdim_resolved_by_the_rule(tmp_path):
     root = tmp_path / "cines"
     zero = AFFINE.copy()
     zero[:3, 2] = 0.0
@@ -544,9 +544,18 @@ def test_zero_spacing_rejected_and_spacing_from_affine_not_pixdim(tmp_path):
     path.unlink()
     path = write_with_header(root / "corrupt_pixdim.nii.gz", cine(52), AFFINE[:3], pixdim=(9.0, 9.0, 0.5, 0.0))
     assert nib.load(str(path)).header.get_zooms()[:3] == (9.0, 9.0, 0.5)
+    # auto: both records look real, so pixdim wins (as in ITK), with the affine's direction and origin
     subject = load_subject(discover("folder", root)[0])
+    np.testing.assert_allclose(subject.spacing, (9.0, 9.0, 0.5), atol=1e-5)
+    np.testing.assert_allclose(subject.affine[:3, :3] / subject.spacing, AFFINE[:3, :3] / SPACING, atol=1e-6)
+    np.testing.assert_allclose(subject.affine[:3, 3], AFFINE[:3, 3], atol=1e-5)
+    assert [notice.kind for notice in subject.notices] == ["geometry:conflict"]
+    assert str(path) in subject.notices[0].message
+    # --geometry affine: the affine as stored
+    subject = load_subject(discover("folder", root)[0], geometry="affine")
     np.testing.assert_allclose(subject.spacing, SPACING, atol=1e-5)
     np.testing.assert_allclose(subject.affine, AFFINE, atol=1e-5)
+    assert subject.geometry.chosen == "affine" and subject.geometry.finding == "forced-affine"
 
 
 def test_refs_are_picklable_hashable_and_raw_files_unchanged(tmp_path):

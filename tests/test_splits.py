@@ -8,9 +8,10 @@ import pytest
 
 from cmrssp.data.splits import Split, make_split, read_upstream_split, subset
 from cmrssp.errors import InputError
+from shared_data import UPSTREAM_MISSING, UPSTREAM_SPLITS
 
-UPSTREAM = Path("/work/shared/data/upstream-splits")
-needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason="upstream split files not available")
+UPSTREAM = UPSTREAM_SPLITS
+needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason=UPSTREAM_MISSING)
 
 
 def _disjoint(split: Split) -> bool:

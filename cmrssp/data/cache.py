@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,13 @@ class Cache:
                 f"{sum(e['n_slices'] for e in entries)} slices, {sum(e['n_frames'] * e['n_slices'] for e in entries)} "
                 f"frame-slices" + (f", vendors {', '.join(vendors)}" if vendors else "")
             )
+        findings = Counter(
+            (entry["dataset"], entry.get("geometry_finding")) for entry in self._entries.values()
+            if entry.get("geometry_finding")
+        )
+        for (dataset, finding), count in sorted(findings.items()):
+            lines.append(f"  {dataset}: {count} subjects whose affine and pixdim disagree ({finding}; "
+                         f"resolved by --geometry {config.geometry})")
         total = sum(int(entry["bytes"]) for entry in self._entries.values())
         lines.append(f"  {total / 2**30:.2f} GiB on disk")
         return "\n".join(lines)

@@ -1,13 +1,15 @@
 """Checked NIfTI reading and atomic writing with nibabel.
 
 The pitfalls these helpers guard against are listed in ``docs/data-formats.md`` section 2:
-spacing comes from the affine (never from header zooms), images are cast to float32 without
-nibabel's float64 cache, labels are rounded to integers, and every failure names its file.
+voxel geometry is resolved from the affine and pixdim together by the one rule of
+:mod:`cmrssp.data.geometry`, images are cast to float32 without nibabel's float64 cache, labels
+are rounded to integers, and every failure names its file.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from pathlib import Path
@@ -16,14 +18,12 @@ import nibabel as nib
 import numpy as np
 
 from cmrssp.atomic import atomic_path
+from cmrssp.data.geometry import Geometry, resolve_geometry, voxel_spacing
 from cmrssp.errors import InputError
 
+__all__ = ["Geometry", "find_nifti", "read_image", "read_labels", "strip_nifti_suffix", "voxel_spacing", "write_nifti"]
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def voxel_spacing(affine: np.ndarray) -> np.ndarray:
-    """Voxel sizes (mm) as the column norms of the 3×3 part of a 4×4 affine, shape (3,)."""
-    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
 
 
 def strip_nifti_suffix(name: str) -> str:
@@ -42,7 +42,9 @@ def find_nifti(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _load(path: Path) -> nib.Nifti1Image:
+def _load(path: Path) -> tuple[nib.Nifti1Image, nib.Nifti1Header]:
+    """(image, the header exactly as stored): nibabel's loaded header is "fixed" (a zero pixdim
+    becomes 1, a zero qfac 1), which would hide the very header problems geometry must see."""
     if not path.is_file():
         raise InputError(path, "file not found")
     if path.name.endswith(".gz"):
@@ -55,14 +57,20 @@ def _load(path: Path) -> nib.Nifti1Image:
             raw = gzip.decompress(compressed)
         except (EOFError, OSError, zlib.error) as error:
             raise InputError(path, f"truncated or corrupt gzip data ({error})") from None
-        return _from_bytes(path, raw)
+        image = _from_bytes(path, raw)
+        return image, _stored_header(image, raw[:540])
     try:
         image = nib.load(str(path), mmap=False)
     except Exception as error:  # nibabel raises many types for unreadable headers
         raise InputError(path, f"not a readable NIfTI file ({error})") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(path, f"not a NIfTI image (nibabel read it as {type(image).__name__})")
-    return image
+    with open(path, "rb") as stream:
+        return image, _stored_header(image, stream.read(540))
+
+
+def _stored_header(image: nib.Nifti1Image, first_bytes: bytes) -> nib.Nifti1Header:
+    return type(image.header).from_fileobj(io.BytesIO(first_bytes), check=False)
 
 
 def _from_bytes(path: Path, raw: bytes) -> nib.Nifti1Image:
@@ -83,58 +91,51 @@ def _data(path: Path, image: nib.Nifti1Image) -> np.ndarray:
         raise InputError(path, f"truncated or corrupt image data ({error})") from None
 
 
-def _check_geometry(path: Path, affine: np.ndarray) -> np.ndarray:
-    if not np.all(np.isfinite(affine)):
-        raise InputError(path, "the affine contains non-finite values")
-    spacing = voxel_spacing(affine)
-    if np.any(spacing <= 1e-6):
-        raise InputError(path, f"zero or negative voxel spacing {spacing.round(4).tolist()} in the affine")
-    if abs(np.linalg.det(affine[:3, :3])) <= 1e-9:
-        raise InputError(path, "the affine is singular (its axes are not independent)")
-    return spacing
-
-
-def read_image(path: str | os.PathLike, ndim: int | tuple[int, ...] = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Read an image as float32 with its affine.
+def read_image(
+    path: str | os.PathLike, ndim: int | tuple[int, ...] = 4, geometry: str = "auto"
+) -> tuple[np.ndarray, Geometry]:
+    """Read an image as float32 with its resolved geometry.
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
         ndim: the number (or allowed numbers) of dimensions; a 4D file whose last axis has length 1
             counts as 3D, and vice versa a 3D file is never silently promoted to 4D.
+        geometry: the rule of :mod:`cmrssp.data.geometry` ("auto", "affine" or "header").
 
     Returns:
-        ``(data, affine)``: float32 array (x, y, z[, t]) and the 4×4 float64 affine.
+        ``(data, geometry)``: float32 array (x, y, z[, t]) and the file's :class:`Geometry`
+        (``geometry.affine`` is the 4×4 float64 voxel-to-world map to use).
     """
     path = Path(path)
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    image = _load(path)
+    image, stored_header = _load(path)
     data = _data(path, image)
     if data.ndim == 4 and 3 in allowed and 4 not in allowed and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim not in allowed:
         expected = " or ".join(f"{n}D" for n in allowed)
         raise InputError(path, f"expected a {expected} image, found {data.ndim}D with shape {tuple(data.shape)}")
-    affine = np.asarray(image.affine, dtype=np.float64)
-    _check_geometry(path, affine)
+    resolved = resolve_geometry(image, path, geometry, stored_header)
     data = np.array(data, dtype=np.float32)  # a copy: never tied to the file
     if not np.all(np.isfinite(data)):
         count = int((~np.isfinite(data)).sum())
         raise InputError(path, f"{count} non-finite voxel values (NaN or inf)")
-    return data, affine
+    return data, resolved
 
 
 def read_labels(
     path: str | os.PathLike,
     ndim: int | tuple[int, ...] = 3,
     valid_labels: tuple[int, ...] = (0, 1, 2, 3),
-) -> tuple[np.ndarray, np.ndarray]:
+    geometry: str = "auto",
+) -> tuple[np.ndarray, Geometry]:
     """Read a label map as uint8, checking that every value is an integer in ``valid_labels``.
 
     Labels stored as floats or with scl_slope/scl_inter are rounded (nibabel returns floats for
     them); values more than 1e-3 away from an integer are an error, not silently rounded.
     """
     path = Path(path)
-    data, affine = read_image(path, ndim=ndim)
+    data, resolved = read_image(path, ndim=ndim, geometry=geometry)
     rounded = np.rint(data)
     if np.any(np.abs(rounded - data) > 1e-3):
         raise InputError(path, "label map holds non-integer values")
@@ -144,7 +145,7 @@ def read_labels(
         raise InputError(
             path, f"label values {unexpected} outside the dataset's convention {list(valid_labels)}"
         )
-    return rounded.astype(np.uint8), affine
+    return rounded.astype(np.uint8), resolved
 
 
 def write_nifti(

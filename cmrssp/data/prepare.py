@@ -27,8 +27,10 @@ Preprocessing, faithful to the study (protocol 3.3, 3.4, 3.5, 3.6, 7.18):
    hence hold -mean/std (meta ``background_value``, as upstream, protocol 7.18);
    ``standardized_max`` = (max - mean) / std is DINO's solarization threshold (protocol 7.6).
 
-Geometry, per in-plane axis i in {0, 1} (data-formats.md 2.4): f_i = spacing / s_i (s_i from the
-affine's column norms), N_i the cropped length, b_i the crop start. Canvas index k in [0, C) maps
+Geometry, per in-plane axis i in {0, 1} (data-formats.md 2.4): f_i = spacing / s_i (s_i the column
+norms of the subject's affine, resolved from each file's affine and pixdim by the one rule of
+:mod:`cmrssp.data.geometry` and recorded in meta ``geometry``; meta ``source_header`` keeps the
+image file's own header geometry fields so that exports overlay on it), N_i the cropped length, b_i the crop start. Canvas index k in [0, C) maps
 to native index x = f_i (k + 0.5 - C/2) + N_i/2 - 0.5 + b_i = scale_i k + offset_i, i.e. a pure
 scale about the centre of the cropped image with pixel-centre (align_corners=False) alignment.
 The network's evaluation grid of size S is the centred sub-grid, canvas indices
@@ -46,8 +48,10 @@ never reorient (data-formats.md 2.1) and instead store ``base_first`` and the PC
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
+import warnings
 import os
 import shutil
 import time
@@ -65,16 +69,17 @@ from cmrssp import __version__
 from cmrssp.atomic import atomic_directory, save_npy, write_json
 from cmrssp.config import PrepareConfig, to_dict
 from cmrssp.data.enclosing_circle import smallest_enclosing_circle
-from cmrssp.data.nifti import voxel_spacing
-from cmrssp.data.subject import Subject
+from cmrssp.data.geometry import in_memory_geometry, voxel_spacing
+from cmrssp.data.subject import Notice, Subject
 from cmrssp.errors import InputError
 
 FORMAT = "cmrssp-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: geometry from affine + pixdim, source header fields, ED/ES-only subjects
 MANIFEST = "manifest.json"
 SUBJECTS = "subjects"
 MANIFEST_FIELDS = (
-    "key", "dataset", "subject_id", "vendor", "pathology", "n_slices", "n_frames", "labelled", "label_phases"
+    "key", "dataset", "subject_id", "vendor", "pathology", "n_slices", "n_frames", "labelled", "label_phases",
+    "geometry_finding",
 )
 
 # Anatomical base -> apex direction of the left ventricle in RAS+ world coordinates: towards the
@@ -109,18 +114,47 @@ class PrepareSummary:
     prepared: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # load + prepare + write, per key
+    notices: "NoticeBoard" = field(default_factory=lambda: NoticeBoard())
 
     @property
     def seconds_per_subject(self) -> float:
         return float(np.mean(list(self.seconds.values()))) if self.seconds else 0.0
 
     def describe(self) -> str:
-        return (
+        lines = [
             f"{self.cache_dir}: prepared {len(self.prepared)}, skipped {len(self.skipped)} "
             f"(already there), {self.seconds_per_subject:.2f} s per prepared subject"
-        )
+        ]
+        return "\n".join(lines + self.notices.summary())
 
     __str__ = describe
+
+
+class NoticeBoard:
+    """Reports each reader finding once per dataset and kind, as a warning naming its first file,
+    and counts the rest (a real dataset repeats one header quirk in every file)."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, str], str] = {}
+        self.keys: dict[tuple[str, str], list[str]] = {}
+
+    def add(self, dataset: str, key: str, notices: Iterable[Notice]) -> None:
+        for notice in notices:
+            slot = (dataset, notice.kind)
+            if slot not in self.first:
+                self.first[slot] = notice.message
+                warnings.warn(
+                    f"{notice.message} [{dataset}: reported once; further subjects with this finding are counted]",
+                    UserWarning, stacklevel=2,
+                )
+            self.keys.setdefault(slot, []).append(key)
+
+    def summary(self) -> list[str]:
+        """One line per (dataset, kind): how many subjects, and the first of them."""
+        return [
+            f"  {dataset}: {len(keys)} subject{'s' * (len(keys) != 1)} with {kind} (first {keys[0]}, reported above)"
+            for (dataset, kind), keys in sorted(self.keys.items())
+        ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,6 +303,7 @@ def prepare_subject(subject: Subject, config: PrepareConfig) -> PreparedSubject:
         raise InputError(where, f"intensity range too extreme for float16 ((max - mean) / std = {standardized_max:.3g})")
 
     spacing_native = voxel_spacing(subject.affine)
+    geometry = subject.geometry or in_memory_geometry(subject.affine, where)
     scale, offset = canvas_grid(spacing_native, box, config)
 
     # (X', Y', Z, T) -> (T * Z, X', Y'): one 2D slice per (t, z), frame-major like image.npy.
@@ -328,6 +363,10 @@ def prepare_subject(subject: Subject, config: PrepareConfig) -> PreparedSubject:
         "native_shape": [n_x, n_y, n_slices, n_frames],
         "spacing_native": spacing_native.tolist(),
         "affine": np.asarray(subject.affine, dtype=np.float64).tolist(),
+        "geometry": geometry.record(),
+        "geometry_finding": geometry.finding,
+        "source_header": geometry.source_header or None,
+        "notices": [notice.kind for notice in subject.notices],
         "content_box": [list(box[0]), list(box[1])],
         "grid": {"scale": scale.tolist(), "offset": offset.tolist()},
         "canvas_affine": canvas_affine(subject.affine, scale, offset).tolist(),
@@ -389,7 +428,9 @@ def prepare_cache(
     """
     config = config.validate()
     if loader is None:
-        from cmrssp.data.sources import load_subject as loader
+        from cmrssp.data.sources import load_subject
+
+        loader = functools.partial(load_subject, geometry=config.geometry)
     cache_dir = Path(cache_dir)
     refs = list(refs)
     keys = [str(ref.key) for ref in refs]
@@ -418,7 +459,8 @@ def prepare_cache(
 
     bar = tqdm(total=len(todo), desc="prepare", unit="subject", disable=not progress or not todo)
 
-    def finished(key: str, seconds: float) -> None:
+    def finished(key: str, seconds: float, dataset: str, notices: tuple[Notice, ...]) -> None:
+        summary.notices.add(dataset, key, notices)
         summary.prepared.append(key)
         summary.seconds[key] = seconds
         entries[key] = _manifest_entry(subjects_dir / key)[0]
@@ -453,10 +495,10 @@ def prepare_datasets(
 ) -> PrepareSummary:
     """Discover the subjects of each (dataset, root) pair and prepare them all into one cache
     (e.g. M&Ms and M&Ms-2 form the study's one cohort, protocol 3.1)."""
-    from cmrssp.data.sources import discover, load_subject
+    from cmrssp.data.sources import discover
 
     refs = [ref for dataset, root in datasets for ref in discover(dataset, root)]
-    return prepare_cache(refs, cache_dir, config, loader=load_subject, workers=workers, progress=progress)
+    return prepare_cache(refs, cache_dir, config, workers=workers, progress=progress)
 
 
 def _run_pool(todo, cache_dir, config, loader, workers, finished) -> None:
@@ -478,14 +520,14 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_and_write(ref, cache_dir: Path, config: PrepareConfig, loader) -> tuple[str, float]:
+def _prepare_and_write(ref, cache_dir: Path, config: PrepareConfig, loader) -> tuple[str, float, str, tuple]:
     started = time.perf_counter()
     subject = loader(ref)
     if subject.key != str(ref.key):
         where = subject.source[0] if subject.source else ref.key
         raise InputError(where, f"the loader returned subject {subject.key} for {ref.key}")
     write_subject(prepare_subject(subject, config), cache_dir)
-    return subject.key, time.perf_counter() - started
+    return subject.key, time.perf_counter() - started, subject.dataset, tuple(subject.notices)
 
 
 def _checked_key(key: str) -> str:

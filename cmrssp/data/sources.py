@@ -6,7 +6,8 @@ only paths and metadata; ``load_subject`` decodes one reference into a validated
 decoding can run in worker processes. Each dataset lives in ``sources_<dataset>.py`` with a
 ``discover(root)`` and a ``load(ref)``; this module dispatches to them and holds the plumbing they
 share (root checks, file search, CSV tables, frame matching). Layouts and label conventions are in
-data-formats.md section 1; the reading recipe (affine spacing, no reorientation) in section 2.
+data-formats.md section 1; the reading recipe (no reorientation) in section 2; voxel geometry
+follows the one rule of :mod:`cmrssp.data.geometry`, chosen by ``geometry``.
 
 Raw files are only ever read, never written.
 """
@@ -24,7 +25,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from cmrssp.data.subject import DATASETS, Subject
+from cmrssp.data.geometry import Geometry, check_mode
+from cmrssp.data.subject import DATASETS, Notice, Subject
 from cmrssp.errors import InputError
 
 __all__ = ["DATASETS", "SubjectRef", "discover", "load_subject"]
@@ -102,10 +104,14 @@ def discover(dataset: str, root: str | os.PathLike) -> list[SubjectRef]:
     return refs
 
 
-def load_subject(ref: SubjectRef) -> Subject:
-    """Decode one discovered subject into a validated canonical ``Subject``."""
+def load_subject(ref: SubjectRef, geometry: str = "auto") -> Subject:
+    """Decode one discovered subject into a validated canonical ``Subject``.
+
+    ``geometry`` is the rule for voxel geometry ("auto", "affine", "header";
+    :mod:`cmrssp.data.geometry`); findings come back as ``Subject.notices``.
+    """
     where = ref.files[0][1] if ref.files else None
-    subject = _reader(ref.dataset, where).load(ref)
+    subject = _reader(ref.dataset, where).load(ref, check_mode(geometry))
     return subject.validate()
 
 
@@ -201,6 +207,13 @@ def optional_value(value: str | None) -> str | int | float | None:
     if not np.isfinite(number):
         return None
     return int(number) if number == int(number) and "." not in value else number
+
+
+def geometry_notices(geometry: Geometry) -> tuple[Notice, ...]:
+    """The notice of a file whose affine and pixdim disagree (none when they agree)."""
+    if geometry.finding is None:
+        return ()
+    return (Notice(f"geometry:{geometry.finding}", geometry.message()),)
 
 
 def check_shape(

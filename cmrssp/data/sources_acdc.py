@@ -4,9 +4,15 @@ Layout (data-formats.md 1.4): ``<root>/**/patientXXX/`` holding ``Info.cfg`` (``
 lines ``ED``, ``ES`` (1-based frame numbers), ``Group``, ``Height``, ``NbFrame``, ``Weight``),
 ``patientXXX_4d.nii[.gz]`` and ``patientXXX_frameYY.nii[.gz]`` / ``_frameYY_gt`` for YY = ED, ES.
 
+A patient folder without its 4D cine (common: the cine is by far the largest file, and copies
+often leave it out) is read from its ED and ES frame files as a two-frame cine (ED at index 0,
+ES at 1), labelled like any other subject; a notice says that pretraining sees only those
+frames. With the cine, the frame images are compared once with the cine frame Info.cfg points
+at, which catches an off-by-one ED/ES (warning only).
+
 ACDC labels 1 RV cavity, 2 myocardium, 3 LV cavity (the trap of data-formats.md 1.1) are remapped
-to the canonical order with {1->3, 2->2, 3->1}. The frame images are compared once with the cine
-frame the Info.cfg points at, which catches an off-by-one ED/ES (warning only).
+to the canonical order with {1->3, 2->2, 3->1}. Every real ACDC file carries a placeholder sform
+(1 x 1 x 1 mm) with the true voxel size in pixdim: :mod:`cmrssp.data.geometry` resolves it.
 """
 
 from __future__ import annotations
@@ -25,15 +31,16 @@ from cmrssp.data.sources import (
     check_same_grid,
     find_files,
     frame_difference,
+    geometry_notices,
     nifti_pattern,
     optional_value,
     parse_int,
 )
-from cmrssp.data.subject import Subject
+from cmrssp.data.subject import Notice, Subject
 from cmrssp.errors import InputError
 
 DATASET = "acdc"
-LOOKED_FOR = "looked for patientXXX/patientXXX_4d.nii[.gz] and patientXXX/Info.cfg recursively"
+LOOKED_FOR = "looked for patientXXX/Info.cfg with patientXXX_4d.nii[.gz] or patientXXX_frameYY.nii[.gz] recursively"
 CINE_PATTERN = nifti_pattern(r"(.+)_4d")
 PATIENT_FOLDER = re.compile(r"patient\d+")
 REQUIRED_KEYS = ("ED", "ES", "Group", "NbFrame")
@@ -62,25 +69,30 @@ def read_info(path: Path) -> dict[str, str]:
 
 
 def discover(root: Path) -> list[SubjectRef]:
-    cines = find_files(root, CINE_PATTERN)
-    # Patient folders with an Info.cfg but no cine are reported, not skipped silently.
-    folders = {cine.parent for cine in cines}
+    # A patient is a folder with a cine, or a patientXXX folder with an Info.cfg.
+    patients: dict[Path, str] = {}
+    for cine in find_files(root, CINE_PATTERN):
+        patients[cine.parent] = CINE_PATTERN.fullmatch(cine.name).group(2)
     for config in find_files(root, re.compile(r"Info\.cfg")):
-        if PATIENT_FOLDER.fullmatch(config.parent.name) and config.parent not in folders:
-            raise InputError(config.parent, f"no {config.parent.name}_4d.nii[.gz] cine in this patient folder")
+        if PATIENT_FOLDER.fullmatch(config.parent.name):
+            patients.setdefault(config.parent, config.parent.name)
     refs = []
-    for cine in cines:
-        folder = cine.parent
-        patient = CINE_PATTERN.fullmatch(cine.name).group(2)
+    for folder, patient in sorted(patients.items()):
         config = folder / "Info.cfg"
         info = read_info(config)
         numbers = {phase: parse_int(info[phase], config, phase) for phase in PHASES}
-        files = [("image", str(cine)), ("info", str(config))]
+        files = [("info", str(config))]
+        cine = find_nifti(folder, f"{patient}_4d")
+        if cine is not None:
+            files.append(("image", str(cine)))
         for phase, number in numbers.items():
             for role, suffix in ((f"{phase}_frame", ""), (f"{phase}_labels", "_gt")):
                 found = find_nifti(folder, f"{patient}_frame{number:02d}{suffix}")
                 if found is not None:
                     files.append((role, str(found)))
+        if cine is None and not any(role.endswith("_frame") for role, _ in files):
+            expected = ", ".join(f"{patient}_frame{numbers[p]:02d}.nii[.gz]" for p in PHASES)
+            raise InputError(folder, f"no {patient}_4d.nii[.gz] cine and none of its ED/ES frame files ({expected})")
         meta = (
             ("ed_number", numbers["ED"]),
             ("es_number", numbers["ES"]),
@@ -94,42 +106,33 @@ def discover(root: Path) -> list[SubjectRef]:
     return refs
 
 
-def load(ref: SubjectRef) -> Subject:
-    image_path, config = ref.path("image"), ref.path("info")
-    image, affine = read_image(image_path, ndim=4)
-    n_frames = image.shape[3]
-    source = [str(image_path), str(config)]
-    if ref.get("nb_frame") != n_frames:
-        warnings.warn(
-            f"{config}: NbFrame={ref.get('nb_frame')} but {image_path} has {n_frames} frames; using the image",
-            UserWarning,
-            stacklevel=2,
-        )
-    indices = {}
-    for phase in PHASES:
-        number = ref.get(f"{phase.lower()}_number")
-        if not 1 <= number <= n_frames:
-            raise InputError(config, f"{phase}: {number} is outside the cine's frames 1..{n_frames} (1-based)")
-        indices[phase] = number - 1
+def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
+    config = ref.path("info")
+    if ref.path("image") is not None:
+        image, image_geometry, indices, source, notices = _read_cine(ref, geometry)
+    else:
+        image, image_geometry, indices, source, notices = _read_frames(ref, geometry)
+    affine = image_geometry.affine
+    image_path = Path(source[0])
 
     label_volumes, label_frames, label_phases = [], [], []
     for phase in PHASES:
-        frame_path, label_path = ref.path(f"{phase}_frame"), ref.path(f"{phase}_labels")
-        if frame_path is not None:
-            frame, _ = read_image(frame_path, ndim=3)
-            source.append(str(frame_path))
-            _check_frame(frame, frame_path, image, image_path, indices[phase], phase)
-        if label_path is not None:
-            acdc_labels, label_affine = read_labels(label_path, ndim=3)
-            source.append(str(label_path))
-            check_shape(label_path, acdc_labels.shape, image_path, image.shape[:3])
-            check_same_grid(label_path, label_affine, image_path, affine)
-            label_volumes.append(ACDC_TO_CANONICAL[acdc_labels])
-            label_frames.append(indices[phase])
-            label_phases.append(phase)
+        label_path = ref.path(f"{phase}_labels")
+        if label_path is None or phase not in indices:
+            continue
+        acdc_labels, label_geometry = read_labels(label_path, ndim=3, geometry=geometry)
+        source.append(str(label_path))
+        check_shape(label_path, acdc_labels.shape, image_path, image.shape[:3])
+        check_same_grid(label_path, label_geometry.affine, image_path, affine)
+        label_volumes.append(ACDC_TO_CANONICAL[acdc_labels])
+        label_frames.append(indices[phase])
+        label_phases.append(phase)
+    source.append(str(config))
 
     meta = ref.meta_dict
     extra = {key: meta[key] for key in ("height", "weight", "nb_frame") if meta.get(key) is not None}
+    extra["info_ed_es"] = [meta["ed_number"], meta["es_number"]]  # 1-based, as in Info.cfg
+    extra["cine"] = ref.path("image") is not None
     if meta["release_folder"] != ".":
         extra["release_folder"] = meta["release_folder"]
     return Subject(
@@ -140,13 +143,73 @@ def load(ref: SubjectRef) -> Subject:
         labels=np.stack(label_volumes, axis=3) if label_volumes else None,
         label_frames=tuple(label_frames),
         label_phases=tuple(label_phases),
-        ed=indices["ED"],
-        es=indices["ES"],
+        ed=indices.get("ED"),
+        es=indices.get("ES"),
         vendor=None,
         pathology=meta.get("group"),
         source=tuple(source),
         extra=extra,
+        geometry=image_geometry,
+        notices=notices,
     )
+
+
+def _read_cine(ref: SubjectRef, geometry: str):
+    """The 4D cine, ED/ES as 0-based indices into it, checked against the frame files."""
+    image_path, config = ref.path("image"), ref.path("info")
+    image, image_geometry = read_image(image_path, ndim=4, geometry=geometry)
+    n_frames = image.shape[3]
+    if ref.get("nb_frame") != n_frames:
+        warnings.warn(
+            f"{config}: NbFrame={ref.get('nb_frame')} but {image_path} has {n_frames} frames; using the image",
+            UserWarning,
+            stacklevel=3,
+        )
+    indices = {}
+    for phase in PHASES:
+        number = ref.get(f"{phase.lower()}_number")
+        if not 1 <= number <= n_frames:
+            raise InputError(config, f"{phase}: {number} is outside the cine's frames 1..{n_frames} (1-based)")
+        indices[phase] = number - 1
+    source = [str(image_path)]
+    for phase in PHASES:
+        frame_path = ref.path(f"{phase}_frame")
+        if frame_path is not None:
+            frame, _ = read_image(frame_path, ndim=3, geometry=geometry)
+            source.append(str(frame_path))
+            _check_frame(frame, frame_path, image, image_path, indices[phase], phase)
+    return image, image_geometry, indices, source, geometry_notices(image_geometry)
+
+
+def _read_frames(ref: SubjectRef, geometry: str):
+    """No cine: the ED and ES frame files stacked as a short cine (ED first), with a notice."""
+    frames, indices, source = [], {}, []
+    first_path = first_geometry = None
+    for phase in PHASES:
+        frame_path = ref.path(f"{phase}_frame")
+        if frame_path is None:
+            continue
+        if phase == "ES" and ref.get("es_number") == ref.get("ed_number") and frames:
+            indices[phase] = indices["ED"]  # Info.cfg names one frame for both
+            continue
+        frame, frame_geometry = read_image(frame_path, ndim=3, geometry=geometry)
+        if first_path is None:
+            first_path, first_geometry = frame_path, frame_geometry
+        else:
+            check_shape(frame_path, frame.shape, first_path, frames[0].shape, what="frame")
+            check_same_grid(frame_path, frame_geometry.affine, first_path, first_geometry.affine)
+        indices[phase] = len(frames)
+        frames.append(frame)
+        source.append(str(frame_path))
+    missing = ", ".join(phase for phase in PHASES if phase not in indices)
+    folder = first_path.parent
+    notice = Notice(
+        "cine-missing",
+        f"{folder}: no {ref.subject_id}_4d.nii[.gz]; read from its {'/'.join(indices)} frame files as a "
+        f"{len(frames)}-frame cine, so pretraining sees only those frames of it"
+        + (f" (no {missing} frame file either)" if missing else ""),
+    )
+    return np.stack(frames, axis=3), first_geometry, indices, source, geometry_notices(first_geometry) + (notice,)
 
 
 def _check_frame(

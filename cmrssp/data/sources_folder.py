@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cmrssp.data.nifti import read_image, strip_nifti_suffix
-from cmrssp.data.sources import SubjectRef, find_files, nifti_pattern
+from cmrssp.data.sources import SubjectRef, find_files, geometry_notices, nifti_pattern
 from cmrssp.data.subject import Subject
 from cmrssp.errors import InputError
 
@@ -28,9 +28,10 @@ def discover(root: Path) -> list[SubjectRef]:
     return [SubjectRef(DATASET, subject_id(path, root), (("image", str(path)),)) for path in find_files(root, NIFTI)]
 
 
-def load(ref: SubjectRef) -> Subject:
+def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
     path = ref.path("image")
-    image, affine = read_image(path, ndim=(3, 4))
+    image, image_geometry = read_image(path, ndim=(3, 4), geometry=geometry)
     if image.ndim != 4:
         raise InputError(path, f"expected a 4D cine (x, y, z, t), found a {image.ndim}D image with shape {image.shape}")
-    return Subject(dataset=DATASET, subject_id=ref.subject_id, image=image, affine=affine, source=(str(path),))
+    return Subject(dataset=DATASET, subject_id=ref.subject_id, image=image, affine=image_geometry.affine,
+                   source=(str(path),), geometry=image_geometry, notices=geometry_notices(image_geometry))

@@ -28,6 +28,7 @@ from cmrssp.data.sources import (
     check_shape,
     check_same_grid,
     find_files,
+    geometry_notices,
     nifti_pattern,
     optional_value,
     parse_int,
@@ -122,9 +123,10 @@ def _phases_from_gt(foreground: np.ndarray) -> tuple[int, int] | None:
     return (first, second) if foreground[first] >= foreground[second] else (second, first)
 
 
-def load(ref: SubjectRef) -> Subject:
+def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
     image_path, gt_path, csv_path = ref.path("image"), ref.path("labels"), ref.path("csv")
-    image, affine = read_image(image_path, ndim=4)
+    image, image_geometry = read_image(image_path, ndim=4, geometry=geometry)
+    affine = image_geometry.affine
     n_frames = image.shape[3]
     in_csv = bool(ref.get("in_csv"))
     csv_ed, csv_es = ref.get("ed"), ref.get("es")
@@ -135,10 +137,10 @@ def load(ref: SubjectRef) -> Subject:
     label_phases: tuple[str, ...] = ()
     ed, es = csv_ed, csv_es
     if gt_path is not None:
-        gt, gt_affine = read_labels(gt_path, ndim=4)
+        gt, gt_geometry = read_labels(gt_path, ndim=4, geometry=geometry)
         source.append(str(gt_path))
         check_shape(gt_path, gt.shape, image_path, image.shape)
-        check_same_grid(gt_path, gt_affine, image_path, affine)
+        check_same_grid(gt_path, gt_geometry.affine, image_path, affine)
         foreground = (gt > 0).sum(axis=(0, 1, 2))
         labelled = [int(t) for t in np.flatnonzero(foreground)]
         from_gt = _phases_from_gt(foreground)
@@ -193,4 +195,6 @@ def load(ref: SubjectRef) -> Subject:
         pathology=meta.get("pathology"),
         source=tuple(source),
         extra=extra,
+        geometry=image_geometry,
+        notices=geometry_notices(image_geometry),
     )

@@ -9,6 +9,9 @@ files (``_LA_*``) are ignored.
 
 The CSV has no ED/ES indices: each is located in the cine by frame matching (exact equality first,
 as qcardia-data does; else the closest frame, with a warning; an error when even that is poor).
+A subject folder without its ``_SA_CINE`` is read from its ED and ES frame files as a two-frame
+cine (ED at index 0, ES at 1), labelled like any other subject; a notice says that pretraining
+sees only those frames.
 """
 
 from __future__ import annotations
@@ -24,20 +27,22 @@ from cmrssp.data.sources import (
     check_shape,
     check_same_grid,
     find_files,
+    geometry_notices,
     match_frame,
     nifti_pattern,
     optional_value,
     parse_int,
     read_csv_table,
 )
-from cmrssp.data.subject import Subject
+from cmrssp.data.subject import Notice, Subject
 from cmrssp.errors import InputError
 
 DATASET = "mnms2"
-LOOKED_FOR = "looked for <NNN>/<NNN>_SA_CINE.nii[.gz] recursively"
+LOOKED_FOR = "looked for <NNN>/<NNN>_SA_CINE.nii[.gz] or <NNN>/<NNN>_SA_ED.nii[.gz] recursively"
 CSV_NAME = "dataset_information.csv"
 REQUIRED_COLUMNS = ("SUBJECT_CODE", "VENDOR", "DISEASE")
 CINE_PATTERN = nifti_pattern(r"(\d+)_SA_CINE")
+FRAME_PATTERN = nifti_pattern(r"(\d+)_SA_E[DS]")
 PHASES = ("ED", "ES")
 
 
@@ -87,19 +92,24 @@ def read_information(csv_path: Path) -> dict[str, tuple[tuple[str, object], ...]
 
 
 def discover(root: Path) -> list[SubjectRef]:
-    cines = find_files(root, CINE_PATTERN)
-    if not cines:
+    # A subject is a folder with a cine, or else with an ED or ES frame file.
+    subjects: dict[Path, str] = {}
+    for cine in find_files(root, CINE_PATTERN):
+        subjects[cine.parent] = CINE_PATTERN.fullmatch(cine.name).group(2)
+    for frame in find_files(root, FRAME_PATTERN):
+        subjects.setdefault(frame.parent, FRAME_PATTERN.fullmatch(frame.name).group(2))
+    if not subjects:
         return []
     csv_path = find_information_csv(root)
     information = read_information(csv_path)
     refs = []
-    for cine in cines:
-        prefix = CINE_PATTERN.fullmatch(cine.name).group(2)
+    for folder, prefix in sorted(subjects.items()):
         subject_id = f"{int(prefix):03d}"
-        files = [("image", str(cine))]
+        cine = find_nifti(folder, f"{prefix}_SA_CINE")
+        files = [] if cine is None else [("image", str(cine))]
         for phase in PHASES:
             for role, suffix in ((f"{phase}_frame", ""), (f"{phase}_labels", "_gt")):
-                found = find_nifti(cine.parent, f"{prefix}_SA_{phase}{suffix}")
+                found = find_nifti(folder, f"{prefix}_SA_{phase}{suffix}")
                 if found is not None:
                     files.append((role, str(found)))
         files.append(("csv", str(csv_path)))
@@ -109,31 +119,30 @@ def discover(root: Path) -> list[SubjectRef]:
     return refs
 
 
-def load(ref: SubjectRef) -> Subject:
-    image_path, csv_path = ref.path("image"), ref.path("csv")
-    image, affine = read_image(image_path, ndim=4)
-    source = [str(image_path)]
-    frames: dict[str, int] = {}
+def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
+    csv_path = ref.path("csv")
+    if ref.path("image") is not None:
+        image, image_geometry, frames, source, notices = _read_cine(ref, geometry)
+    else:
+        image, image_geometry, frames, source, notices = _read_frames(ref, geometry)
+    affine = image_geometry.affine
+    image_path = Path(source[0])
     label_volumes, label_frames, label_phases = [], [], []
     for phase in PHASES:
-        frame_path, label_path = ref.path(f"{phase}_frame"), ref.path(f"{phase}_labels")
-        if frame_path is None:
-            if label_path is not None:
-                raise InputError(
-                    label_path, f"cannot place this {phase} label in the cine: the {phase} frame image is missing"
-                )
+        label_path = ref.path(f"{phase}_labels")
+        if label_path is None:
             continue
-        frame, _ = read_image(frame_path, ndim=3)
-        source.append(str(frame_path))
-        frames[phase] = match_frame(image, frame, frame_path, image_path)
-        if label_path is not None:
-            labels, label_affine = read_labels(label_path, ndim=3)
-            source.append(str(label_path))
-            check_shape(label_path, labels.shape, image_path, image.shape[:3])
-            check_same_grid(label_path, label_affine, image_path, affine)
-            label_volumes.append(labels)
-            label_frames.append(frames[phase])
-            label_phases.append(phase)
+        if phase not in frames:
+            raise InputError(
+                label_path, f"cannot place this {phase} label in the cine: the {phase} frame image is missing"
+            )
+        labels, label_geometry = read_labels(label_path, ndim=3, geometry=geometry)
+        source.append(str(label_path))
+        check_shape(label_path, labels.shape, image_path, image.shape[:3])
+        check_same_grid(label_path, label_geometry.affine, image_path, affine)
+        label_volumes.append(labels)
+        label_frames.append(frames[phase])
+        label_phases.append(phase)
     source.append(str(csv_path))
 
     meta = ref.meta_dict
@@ -144,6 +153,7 @@ def load(ref: SubjectRef) -> Subject:
             stacklevel=2,
         )
     extra = {key: meta[key] for key in ("vendor_letter", "scanner", "field") if meta.get(key) is not None}
+    extra["cine"] = ref.path("image") is not None
     return Subject(
         dataset=DATASET,
         subject_id=ref.subject_id,
@@ -158,4 +168,48 @@ def load(ref: SubjectRef) -> Subject:
         pathology=meta.get("pathology"),
         source=tuple(source),
         extra=extra,
+        geometry=image_geometry,
+        notices=notices,
     )
+
+
+def _read_cine(ref: SubjectRef, geometry: str):
+    """The 4D cine and the indices of its ED/ES frames, found by frame matching."""
+    image_path = ref.path("image")
+    image, image_geometry = read_image(image_path, ndim=4, geometry=geometry)
+    source, frames = [str(image_path)], {}
+    for phase in PHASES:
+        frame_path = ref.path(f"{phase}_frame")
+        if frame_path is not None:
+            frame, _ = read_image(frame_path, ndim=3, geometry=geometry)
+            source.append(str(frame_path))
+            frames[phase] = match_frame(image, frame, frame_path, image_path)
+    return image, image_geometry, frames, source, geometry_notices(image_geometry)
+
+
+def _read_frames(ref: SubjectRef, geometry: str):
+    """No cine: the ED and ES frame files stacked as a short cine (ED first), with a notice."""
+    volumes, frames, source = [], {}, []
+    first_path = first_geometry = None
+    for phase in PHASES:
+        frame_path = ref.path(f"{phase}_frame")
+        if frame_path is None:
+            continue
+        frame, frame_geometry = read_image(frame_path, ndim=3, geometry=geometry)
+        if first_path is None:
+            first_path, first_geometry = frame_path, frame_geometry
+        else:
+            check_shape(frame_path, frame.shape, first_path, volumes[0].shape, what="frame")
+            check_same_grid(frame_path, frame_geometry.affine, first_path, first_geometry.affine)
+        frames[phase] = len(volumes)
+        volumes.append(frame)
+        source.append(str(frame_path))
+    if not volumes:
+        labels = ref.path("ED_labels") or ref.path("ES_labels")
+        raise InputError(labels.parent if labels else None, "no _SA_CINE and no _SA_ED/_SA_ES frame image")
+    notice = Notice(
+        "cine-missing",
+        f"{first_path.parent}: no {ref.subject_id}_SA_CINE.nii[.gz]; read from its {'/'.join(frames)} frame files "
+        f"as a {len(volumes)}-frame cine, so pretraining sees only those frames of it",
+    )
+    return np.stack(volumes, axis=3), first_geometry, frames, source, geometry_notices(first_geometry) + (notice,)

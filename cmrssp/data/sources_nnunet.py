@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cmrssp.data.nifti import find_nifti, read_image, read_labels
-from cmrssp.data.sources import SubjectRef, check_shape, check_same_grid, nifti_pattern
+from cmrssp.data.sources import SubjectRef, check_shape, check_same_grid, geometry_notices, nifti_pattern
 from cmrssp.data.subject import BACKGROUND, LV, MYO, RV, Subject
 from cmrssp.errors import InputError
 
@@ -158,7 +158,7 @@ def discover(root: Path) -> list[SubjectRef]:
     return refs
 
 
-def load(ref: SubjectRef) -> Subject:
+def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
     mapping = dict(ref.get("label_map"))
     lookup = np.zeros(max(mapping) + 1, dtype=np.uint8)
     for value, canonical in mapping.items():
@@ -169,13 +169,14 @@ def load(ref: SubjectRef) -> Subject:
 
     frames, label_volumes, label_frames = [], [], []
     source = [str(ref.path("dataset_json"))]
-    first_path = affine = None
+    first_path = affine = first_geometry = None
     for index in range(n_frames):
         image_path = ref.path(f"frame{index}_image")
-        frame, frame_affine = read_image(image_path, ndim=3)
+        frame, frame_geometry = read_image(image_path, ndim=3, geometry=geometry)
+        frame_affine = frame_geometry.affine
         source.append(str(image_path))
         if first_path is None:
-            first_path, affine = image_path, frame_affine
+            first_path, affine, first_geometry = image_path, frame_affine, frame_geometry
         elif frame.shape != frames[0].shape:
             raise InputError(
                 image_path, f"frame shape {frame.shape} differs from {frames[0].shape} of {first_path} (same subject)"
@@ -187,10 +188,10 @@ def load(ref: SubjectRef) -> Subject:
         frames.append(frame)
         label_path = ref.path(f"frame{index}_labels")
         if label_path is not None:
-            labels, label_affine = read_labels(label_path, ndim=3, valid_labels=valid)
+            labels, label_geometry = read_labels(label_path, ndim=3, valid_labels=valid, geometry=geometry)
             source.append(str(label_path))
             check_shape(label_path, labels.shape, image_path, frame.shape)
-            check_same_grid(label_path, label_affine, image_path, frame_affine)
+            check_same_grid(label_path, label_geometry.affine, image_path, frame_affine)
             label_volumes.append(lookup[labels])
             label_frames.append(index)
 
@@ -218,4 +219,6 @@ def load(ref: SubjectRef) -> Subject:
         source=tuple(source),
         extra={"cases": list(ref.get("cases")), "frame_numbers": list(numbers) if numbers else None,
                "label_map": {str(value): canonical for value, canonical in mapping.items()}},
+        geometry=first_geometry,
+        notices=geometry_notices(first_geometry),
     )

@@ -2,7 +2,8 @@
 
 Canonical means: image (x, y, z, t) float32 with the slice axis on axis 2 exactly as stored in the
 file (never reoriented, data-formats.md 2.1), labels in the M&Ms convention (0 background, 1 LV
-blood pool, 2 LV myocardium, 3 RV blood pool), spacing taken from the affine.
+blood pool, 2 LV myocardium, 3 RV blood pool), and an affine resolved from the file's affine and
+pixdim by the rule of :mod:`cmrssp.data.geometry`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,26 @@ from typing import Any
 
 import numpy as np
 
-from cmrssp.data.nifti import voxel_spacing
+from cmrssp.data.geometry import Geometry, voxel_spacing
 from cmrssp.errors import InputError
 
 BACKGROUND, LV, MYO, RV = 0, 1, 2, 3
 CLASS_NAMES = ("background", "LV", "MYO", "RV")
 DATASETS = ("mnms", "mnms2", "acdc", "nnunet", "folder")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a reader found that the user should hear about once per dataset, not per file.
+
+    Attributes:
+        kind: what was found, e.g. "geometry:placeholder-affine" or "cine-missing"; notices of one
+            dataset and kind are reported once (the first message) with a count.
+        message: one line naming the file, what was found and what was done.
+    """
+
+    kind: str
+    message: str
 
 
 @dataclass
@@ -36,6 +51,9 @@ class Subject:
         vendor, pathology: metadata when the dataset provides it.
         source: the files the subject was read from (for error messages and provenance).
         extra: any other dataset-specific metadata (kept in the cache as JSON).
+        geometry: how ``affine`` was resolved from the image file's header (None for a subject
+            built in memory).
+        notices: findings to report once per dataset and kind (:class:`Notice`).
     """
 
     dataset: str
@@ -51,6 +69,8 @@ class Subject:
     pathology: str | None = None
     source: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    geometry: Geometry | None = None
+    notices: tuple[Notice, ...] = ()
 
     @property
     def key(self) -> str:

@@ -19,6 +19,8 @@ def synthetic_raw_dir(cohort: SyntheticCohortConfig, data_dir: str | Path) -> Pa
 
 def synthetic_cache_dir(cohort: SyntheticCohortConfig, config: PrepareConfig, data_dir: str | Path) -> Path:
     grid = f"{config.spacing:g}mm-{config.size}px-canvas{config.canvas_size}"
+    if config.geometry != "auto":
+        grid += f"-geometry-{config.geometry}"
     return Path(data_dir) / f"cache-{cohort.name}-{grid}"
 
 
