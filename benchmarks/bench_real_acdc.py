@@ -170,7 +170,8 @@ def main() -> int:
         results = []
         for grid in grids:
             config = dataclasses.replace(PREPARE_PRESETS[grid], geometry=args.geometry)
-            result = run_grid(grid, config, args.root, work_dir / f"cache-{grid}-{args.geometry}", args.workers)
+            cache_dir = work_dir / f"cache-{grid}-{args.geometry}"
+            result = run_grid(grid, config, args.root, cache_dir, args.workers)
             results.append(result)
             print("\n".join(report(result, args.workers)), flush=True)
     if args.out:

@@ -134,3 +134,20 @@ def test_missing_root_and_empty_folder(tmp_path, capsys):
     assert run.main(["prepare", "--dataset", "folder", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "c")]) == 2
     assert "empty" in capsys.readouterr().err
     assert not (tmp_path / "c" / "subjects").exists() or not any((tmp_path / "c" / "subjects").iterdir())
+
+
+def test_prepare_geometry_flag_is_recorded_and_checked(tmp_path, tiny_cohort, capsys):
+    cache_dir = tmp_path / "cache"
+    args = ["prepare", "--dataset", "mnms", "--root", str(tiny_cohort), "--out", str(cache_dir), "--spacing", "5",
+            "--size", "32", "--geometry", "header"]
+    assert run.main(args) == 0
+    cache = open_cache(cache_dir)
+    assert cache.config.geometry == "header"
+    meta = cache.meta(cache.keys[0])
+    assert meta["geometry"]["mode"] == "header" and meta["geometry"]["finding"] is None  # the phantom's records agree
+    capsys.readouterr()
+    args[-1] = "affine"
+    assert run.main(args) == 2  # one cache, one rule
+    assert "prepared with" in error_line(capsys)
+    with pytest.raises(SystemExit):
+        run.main(args[:-1] + ["itk"])

@@ -532,3 +532,40 @@ def test_two_workers_write_identical_files(tmp_path):
     manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
     on_disk = sorted(p.name for p in (tmp_path / "bad" / "subjects").iterdir())
     assert [entry["key"] for entry in manifest["subjects"]] == on_disk
+
+
+def test_reader_findings_are_reported_once_per_dataset_and_kind(tmp_path):
+    import dataclasses
+    import warnings
+
+    from cmrssp.data.subject import Notice
+
+    def noted(subject_id, dataset, message):
+        return dataclasses.replace(_subject(subject_id, dataset=dataset), notices=(Notice("geometry:conflict", message),))
+
+    subjects = [noted("S1", "mnms", "first file"), noted("S2", "mnms", "second file"), noted("S3", "acdc", "third file")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = prepare_cache(subjects, tmp_path / "cache", CONFIG, loader=_same, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and "first file" in messages[0] and "third file" in messages[1]
+    assert not any("second file" in m for m in messages)
+    described = summary.describe()
+    assert "mnms: 2 subjects with geometry:conflict (first mnms-S1" in described
+    assert "acdc: 1 subject with geometry:conflict" in described
+    # the cache records what geometry each subject used (here: built in memory from its affine)
+    meta = json.loads((tmp_path / "cache" / "subjects" / "mnms-S1" / "meta.json").read_text())
+    assert meta["geometry"]["chosen"] == "affine" and meta["notices"] == ["geometry:conflict"]
+    assert meta["source_header"] is None
+
+
+def test_a_cache_refuses_another_geometry_rule(tmp_path):
+    import dataclasses
+
+    prepare_cache([_subject("S1")], tmp_path / "cache", CONFIG, loader=_same, progress=False)
+    with pytest.raises(InputError, match="prepared with"):
+        prepare_cache([_subject("S2")], tmp_path / "cache", dataclasses.replace(CONFIG, geometry="header"),
+                      loader=_same, progress=False)
+    with pytest.raises(InputError, match="unknown geometry rule"):
+        PrepareConfig(geometry="itk").validate()
+

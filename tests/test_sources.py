@@ -361,6 +361,50 @@ def test_acdc_frame_file_disagreeing_with_info_warns(tmp_path):
         load_subject(discover("acdc", root)[0])
 
 
+def test_acdc_patient_without_its_cine_is_read_from_its_ed_es_frames(tmp_path):
+    root = make_acdc(tmp_path)
+    folder = root / "training" / "patient001"
+    (folder / "patient001_4d.nii.gz").unlink()
+    ref = discover("acdc", root)[0]
+    subject = load_subject(ref)
+    image = cine(21)
+    assert subject.image.shape == (*SHAPE, 2) and (subject.ed, subject.es) == (0, 1)
+    np.testing.assert_array_equal(subject.image[..., 0], image[..., 0].astype(np.int16))  # ED: frame01
+    np.testing.assert_array_equal(subject.image[..., 1], image[..., 3].astype(np.int16))  # ES: frame04
+    assert subject.label_frames == (0, 1) and subject.label_phases == ("ED", "ES")
+    np.testing.assert_array_equal(subject.labels[..., 0], heart("ED"))
+    np.testing.assert_array_equal(subject.labels[..., 1], heart("ES"))
+    assert subject.extra["cine"] is False and subject.extra["info_ed_es"] == [1, 4]
+    assert [n.kind for n in subject.notices] == ["cine-missing"] and "pretraining sees only" in subject.notices[0].message
+    np.testing.assert_allclose(subject.spacing, SPACING, atol=1e-5)
+    # a frame file of another grid than its partner, and a folder with neither cine nor frames
+    save(folder / "patient001_frame04.nii.gz", np.zeros((SHAPE[0] + 1, *SHAPE[1:]), np.int16))
+    with pytest.raises(InputError, match="frame shape") as caught:
+        load_subject(discover("acdc", root)[0])
+    assert caught.value.path == str(folder / "patient001_frame04.nii.gz")
+    for path in folder.glob("patient001_frame*"):
+        path.unlink()
+    with pytest.raises(InputError, match="no patient001_4d.nii\\[.gz\\] cine and none of its ED/ES frame files") as caught:
+        discover("acdc", root)
+    assert caught.value.path == str(folder)
+
+
+def test_mnms2_subject_without_its_cine_is_read_from_its_ed_es_frames(tmp_path):
+    root = make_mnms2(tmp_path)
+    (root / "001" / "001_SA_CINE.nii.gz").unlink()
+    refs = discover("mnms2", root)
+    assert [ref.subject_id for ref in refs] == ["001", "002"] and refs[0].path("image") is None
+    subject = load_subject(refs[0])
+    image = cine(11)
+    assert subject.image.shape == (*SHAPE, 2) and (subject.ed, subject.es) == (0, 1)
+    np.testing.assert_allclose(subject.image[..., 0], image[..., MNMS2_ED])
+    np.testing.assert_allclose(subject.image[..., 1], image[..., MNMS2_ES])
+    np.testing.assert_array_equal(subject.labels[..., 1], heart("ES"))
+    assert subject.label_frames == (0, 1) and subject.extra["cine"] is False and subject.vendor == "SIEMENS"
+    assert [n.kind for n in subject.notices] == ["cine-missing"]
+    assert load_subject(refs[1]).extra["cine"] is True and load_subject(refs[1]).notices == ()
+
+
 # ----------------------------------------------------------------------------------------- nnU-Net
 
 
