@@ -26,6 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from cmrssp.data.geometry import Geometry, check_mode
+from cmrssp.data.nifti import read_image
 from cmrssp.data.subject import DATASETS, Notice, Subject
 from cmrssp.errors import InputError
 
@@ -214,6 +215,46 @@ def geometry_notices(geometry: Geometry) -> tuple[Notice, ...]:
     if geometry.finding is None:
         return ()
     return (Notice(f"geometry:{geometry.finding}", geometry.message()),)
+
+
+def read_frame_files(
+    frames: Iterable[tuple[str, Path]], geometry: str, missing_cine: str
+) -> tuple[np.ndarray, Geometry, dict[str, int], list[str], tuple[Notice, ...]]:
+    """A subject whose cine file is missing, read from its frame files (ACDC ``_frameYY``, M&Ms-2
+    ``_SA_ED``/``_SA_ES``) as a short cine in the given phase order.
+
+    Args:
+        frames: ``(phase, path)`` pairs, e.g. ED then ES; a path named twice is one frame.
+        geometry: the geometry rule.
+        missing_cine: the cine's file name, for the notice.
+
+    Returns:
+        ``(image (X, Y, Z, F) float32, geometry of the first file, {phase: frame index}, the
+        files read, notices)``; the notices say that pretraining sees only these frames.
+    """
+    volumes, indices, source, index_of = [], {}, [], {}
+    first_path = first_geometry = None
+    for phase, path in frames:
+        if path in index_of:
+            indices[phase] = index_of[path]
+            continue
+        frame, frame_geometry = read_image(path, ndim=3, geometry=geometry)
+        if first_path is None:
+            first_path, first_geometry = path, frame_geometry
+        else:
+            check_shape(path, frame.shape, first_path, volumes[0].shape, what="frame")
+            check_same_grid(path, frame_geometry.affine, first_path, first_geometry.affine)
+        index_of[path] = indices[phase] = len(volumes)
+        volumes.append(frame)
+        source.append(str(path))
+    if not volumes:
+        raise InputError(None, f"no {missing_cine} and no frame file to read instead")
+    notice = Notice(
+        "cine-missing",
+        f"{first_path.parent}: no {missing_cine}; read from its {'/'.join(indices)} frame files as a "
+        f"{len(volumes)}-frame cine, so pretraining sees only those frames of it",
+    )
+    return np.stack(volumes, axis=3), first_geometry, indices, source, geometry_notices(first_geometry) + (notice,)
 
 
 def check_shape(

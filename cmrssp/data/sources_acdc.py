@@ -35,8 +35,9 @@ from cmrssp.data.sources import (
     nifti_pattern,
     optional_value,
     parse_int,
+    read_frame_files,
 )
-from cmrssp.data.subject import Notice, Subject
+from cmrssp.data.subject import Subject
 from cmrssp.errors import InputError
 
 DATASET = "acdc"
@@ -183,33 +184,8 @@ def _read_cine(ref: SubjectRef, geometry: str):
 
 def _read_frames(ref: SubjectRef, geometry: str):
     """No cine: the ED and ES frame files stacked as a short cine (ED first), with a notice."""
-    frames, indices, source = [], {}, []
-    first_path = first_geometry = None
-    for phase in PHASES:
-        frame_path = ref.path(f"{phase}_frame")
-        if frame_path is None:
-            continue
-        if phase == "ES" and ref.get("es_number") == ref.get("ed_number") and frames:
-            indices[phase] = indices["ED"]  # Info.cfg names one frame for both
-            continue
-        frame, frame_geometry = read_image(frame_path, ndim=3, geometry=geometry)
-        if first_path is None:
-            first_path, first_geometry = frame_path, frame_geometry
-        else:
-            check_shape(frame_path, frame.shape, first_path, frames[0].shape, what="frame")
-            check_same_grid(frame_path, frame_geometry.affine, first_path, first_geometry.affine)
-        indices[phase] = len(frames)
-        frames.append(frame)
-        source.append(str(frame_path))
-    missing = ", ".join(phase for phase in PHASES if phase not in indices)
-    folder = first_path.parent
-    notice = Notice(
-        "cine-missing",
-        f"{folder}: no {ref.subject_id}_4d.nii[.gz]; read from its {'/'.join(indices)} frame files as a "
-        f"{len(frames)}-frame cine, so pretraining sees only those frames of it"
-        + (f" (no {missing} frame file either)" if missing else ""),
-    )
-    return np.stack(frames, axis=3), first_geometry, indices, source, geometry_notices(first_geometry) + (notice,)
+    frames = [(phase, ref.path(f"{phase}_frame")) for phase in PHASES if ref.path(f"{phase}_frame") is not None]
+    return read_frame_files(frames, geometry, f"{ref.subject_id}_4d.nii[.gz]")
 
 
 def _check_frame(

@@ -33,8 +33,9 @@ from cmrssp.data.sources import (
     optional_value,
     parse_int,
     read_csv_table,
+    read_frame_files,
 )
-from cmrssp.data.subject import Notice, Subject
+from cmrssp.data.subject import Subject
 from cmrssp.errors import InputError
 
 DATASET = "mnms2"
@@ -189,27 +190,8 @@ def _read_cine(ref: SubjectRef, geometry: str):
 
 def _read_frames(ref: SubjectRef, geometry: str):
     """No cine: the ED and ES frame files stacked as a short cine (ED first), with a notice."""
-    volumes, frames, source = [], {}, []
-    first_path = first_geometry = None
-    for phase in PHASES:
-        frame_path = ref.path(f"{phase}_frame")
-        if frame_path is None:
-            continue
-        frame, frame_geometry = read_image(frame_path, ndim=3, geometry=geometry)
-        if first_path is None:
-            first_path, first_geometry = frame_path, frame_geometry
-        else:
-            check_shape(frame_path, frame.shape, first_path, volumes[0].shape, what="frame")
-            check_same_grid(frame_path, frame_geometry.affine, first_path, first_geometry.affine)
-        frames[phase] = len(volumes)
-        volumes.append(frame)
-        source.append(str(frame_path))
-    if not volumes:
+    frames = [(phase, ref.path(f"{phase}_frame")) for phase in PHASES if ref.path(f"{phase}_frame") is not None]
+    if not frames:
         labels = ref.path("ED_labels") or ref.path("ES_labels")
         raise InputError(labels.parent if labels else None, "no _SA_CINE and no _SA_ED/_SA_ES frame image")
-    notice = Notice(
-        "cine-missing",
-        f"{first_path.parent}: no {ref.subject_id}_SA_CINE.nii[.gz]; read from its {'/'.join(frames)} frame files "
-        f"as a {len(volumes)}-frame cine, so pretraining sees only those frames of it",
-    )
-    return np.stack(volumes, axis=3), first_geometry, frames, source, geometry_notices(first_geometry) + (notice,)
+    return read_frame_files(frames, geometry, f"{ref.subject_id}_SA_CINE.nii[.gz]")
