@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from cmrssp.data.source_header import header_geometry
 from cmrssp.errors import InputError
 
 GEOMETRY_MODES = ("auto", "affine", "header")
@@ -158,8 +159,6 @@ def resolve_geometry(image, path: str | os.PathLike, mode: str = "auto", stored_
         finding = "placeholder-pixdim"
     else:
         finding = "conflict"
-
-    from cmrssp.data.source_header import header_geometry
 
     chosen = "header" if mode == "header" or (finding is not None and FINDINGS[finding][0] == "header") else "affine"
     resolved = affine.copy()
