@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared_data import REAL_ACDC as ACDC_ROOT, REAL_ACDC_MISSING  # noqa: E402
+from shared_data import REAL_ACDC as ACDC_ROOT, skip_module_without_real_acdc  # noqa: E402
 
-if not ACDC_ROOT.is_dir():
-    pytest.skip(REAL_ACDC_MISSING, allow_module_level=True)
+skip_module_without_real_acdc()
 
 import nibabel as nib  # noqa: E402
 

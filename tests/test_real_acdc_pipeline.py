@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 
 import run
-from shared_data import REAL_ACDC, REAL_ACDC_MISSING
+from shared_data import REAL_ACDC, skip_module_without_real_acdc
 
-if not REAL_ACDC.is_dir():
-    pytest.skip(REAL_ACDC_MISSING, allow_module_level=True)
+skip_module_without_real_acdc()
 
 from cmrssp.data.cache import open_cache  # noqa: E402
 from cmrssp.data.source_header import geometry_differences  # noqa: E402

@@ -1,6 +1,5 @@
 import gzip
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 from cmrssp.data.source_header import geometry_differences, header_geometry, write_like_source
 from cmrssp.errors import InputError
 
-from shared_data import REAL_ACDC, REAL_ACDC_MISSING
+from shared_data import REAL_ACDC, needs_real_acdc
 
 
 def labels_of(shape, seed=0):
@@ -202,10 +201,9 @@ def test_non_nifti_header_raises_input_error(tmp_path):
     assert str(tmp_path / "x.img") in str(info.value)
 
 
+@needs_real_acdc
 def test_real_acdc_ground_truth_round_trips(tmp_path):
     source_path = REAL_ACDC / "patient001" / "patient001_frame01_gt.nii.gz"
-    if not source_path.is_file():
-        pytest.skip(REAL_ACDC_MISSING)
     source = nib.load(str(source_path))
     labels = np.rint(np.asanyarray(source.dataobj)).astype(np.uint8)
     out = tmp_path / "patient001_frame01_pred.nii.gz"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from cmrssp.data.splits import Split, make_split, read_upstream_split, subset
 from cmrssp.errors import InputError
-from shared_data import UPSTREAM_MISSING, UPSTREAM_SPLITS
+from shared_data import UPSTREAM_SPLITS, needs_upstream
 
 UPSTREAM = UPSTREAM_SPLITS
-needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason=UPSTREAM_MISSING)
 
 
 def _disjoint(split: Split) -> bool:

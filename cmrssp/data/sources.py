@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from cmrssp.data.geometry import Geometry, check_mode
-from cmrssp.data.nifti import read_image
+from cmrssp.data.nifti import read_image, read_labels
 from cmrssp.data.subject import DATASETS, Notice, Subject
 from cmrssp.errors import InputError
 
@@ -255,6 +255,39 @@ def read_frame_files(
         f"{len(volumes)}-frame cine, so pretraining sees only those frames of it",
     )
     return np.stack(volumes, axis=3), first_geometry, indices, source, geometry_notices(first_geometry) + (notice,)
+
+
+def read_phase_labels(
+    label_files: Iterable[tuple[str, Path, int]],
+    image_path: Path,
+    image_shape: tuple[int, ...],
+    affine: np.ndarray,
+    geometry: str,
+    source: list[str],
+    lookup: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, tuple[int, ...], tuple[str, ...]]:
+    """The 3D label files of a subject's phases, checked against its image grid.
+
+    Args:
+        label_files: ``(phase, path, frame index in the cine)`` triples, in order.
+        image_path, image_shape, affine: the image the labels belong to.
+        geometry: the geometry rule.
+        source: the subject's list of files read; each label file is appended.
+        lookup: dataset value -> canonical value (e.g. ACDC's), or None when already canonical.
+
+    Returns:
+        ``(labels uint8 (X, Y, Z, L) or None, label_frames, label_phases)``.
+    """
+    volumes, frames, phases = [], [], []
+    for phase, path, frame in label_files:
+        labels, label_geometry = read_labels(path, ndim=3, geometry=geometry)
+        source.append(str(path))
+        check_shape(path, labels.shape, image_path, image_shape[:3])
+        check_same_grid(path, label_geometry.affine, image_path, affine)
+        volumes.append(labels if lookup is None else lookup[labels])
+        frames.append(frame)
+        phases.append(phase)
+    return (np.stack(volumes, axis=3) if volumes else None), tuple(frames), tuple(phases)
 
 
 def check_shape(

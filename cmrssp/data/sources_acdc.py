@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrssp.data.nifti import find_nifti, read_image, read_labels
+from cmrssp.data.nifti import find_nifti, read_image
 from cmrssp.data.sources import (
     FRAME_MATCH_TOLERANCE,
     SubjectRef,
     check_shape,
-    check_same_grid,
     find_files,
     frame_difference,
     geometry_notices,
@@ -36,6 +35,7 @@ from cmrssp.data.sources import (
     optional_value,
     parse_int,
     read_frame_files,
+    read_phase_labels,
 )
 from cmrssp.data.subject import Subject
 from cmrssp.errors import InputError
@@ -116,18 +116,11 @@ def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
     affine = image_geometry.affine
     image_path = Path(source[0])
 
-    label_volumes, label_frames, label_phases = [], [], []
-    for phase in PHASES:
-        label_path = ref.path(f"{phase}_labels")
-        if label_path is None or phase not in indices:
-            continue
-        acdc_labels, label_geometry = read_labels(label_path, ndim=3, geometry=geometry)
-        source.append(str(label_path))
-        check_shape(label_path, acdc_labels.shape, image_path, image.shape[:3])
-        check_same_grid(label_path, label_geometry.affine, image_path, affine)
-        label_volumes.append(ACDC_TO_CANONICAL[acdc_labels])
-        label_frames.append(indices[phase])
-        label_phases.append(phase)
+    label_files = [(phase, ref.path(f"{phase}_labels"), indices[phase]) for phase in PHASES
+                   if ref.path(f"{phase}_labels") is not None and phase in indices]
+    labels, label_frames, label_phases = read_phase_labels(
+        label_files, image_path, image.shape, affine, geometry, source, lookup=ACDC_TO_CANONICAL
+    )
     source.append(str(config))
 
     meta = ref.meta_dict
@@ -141,9 +134,9 @@ def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
         subject_id=ref.subject_id,
         image=image,
         affine=affine,
-        labels=np.stack(label_volumes, axis=3) if label_volumes else None,
-        label_frames=tuple(label_frames),
-        label_phases=tuple(label_phases),
+        labels=labels,
+        label_frames=label_frames,
+        label_phases=label_phases,
         ed=indices.get("ED"),
         es=indices.get("ES"),
         vendor=None,

@@ -19,13 +19,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 
-from cmrssp.data.nifti import find_nifti, read_image, read_labels
+from cmrssp.data.nifti import find_nifti, read_image
 from cmrssp.data.sources import (
     SubjectRef,
-    check_shape,
-    check_same_grid,
     find_files,
     geometry_notices,
     match_frame,
@@ -34,6 +31,7 @@ from cmrssp.data.sources import (
     parse_int,
     read_csv_table,
     read_frame_files,
+    read_phase_labels,
 )
 from cmrssp.data.subject import Subject
 from cmrssp.errors import InputError
@@ -128,7 +126,7 @@ def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
         image, image_geometry, frames, source, notices = _read_frames(ref, geometry)
     affine = image_geometry.affine
     image_path = Path(source[0])
-    label_volumes, label_frames, label_phases = [], [], []
+    label_files = []
     for phase in PHASES:
         label_path = ref.path(f"{phase}_labels")
         if label_path is None:
@@ -137,13 +135,8 @@ def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
             raise InputError(
                 label_path, f"cannot place this {phase} label in the cine: the {phase} frame image is missing"
             )
-        labels, label_geometry = read_labels(label_path, ndim=3, geometry=geometry)
-        source.append(str(label_path))
-        check_shape(label_path, labels.shape, image_path, image.shape[:3])
-        check_same_grid(label_path, label_geometry.affine, image_path, affine)
-        label_volumes.append(labels)
-        label_frames.append(frames[phase])
-        label_phases.append(phase)
+        label_files.append((phase, label_path, frames[phase]))
+    labels, label_frames, label_phases = read_phase_labels(label_files, image_path, image.shape, affine, geometry, source)
     source.append(str(csv_path))
 
     meta = ref.meta_dict
@@ -160,9 +153,9 @@ def load(ref: SubjectRef, geometry: str = "auto") -> Subject:
         subject_id=ref.subject_id,
         image=image,
         affine=affine,
-        labels=np.stack(label_volumes, axis=3) if label_volumes else None,
-        label_frames=tuple(label_frames),
-        label_phases=tuple(label_phases),
+        labels=labels,
+        label_frames=label_frames,
+        label_phases=label_phases,
         ed=frames.get("ED"),
         es=frames.get("ES"),
         vendor=meta.get("vendor"),
