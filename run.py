@@ -28,6 +28,10 @@ from pathlib import Path
 
 from cmrssp.errors import InputError
 
+# the names only, so that --help needs no torch import
+PRESET_NAMES = ("paper", "cpu", "cpu-real", "tiny")
+PROTOCOL_NAMES = ("default", "paper", "acdc")
+
 DATASET_CHOICES = ("mnms", "mnms2", "acdc", "nnunet", "folder")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -169,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "weights-best.pt.",
     )
     add_run_options(finetune)
-    finetune.add_argument("--n-subjects", type=subset_size, default="all",
+    finetune.add_argument("--n-subjects", type=subset_size,
                           help="training subjects to keep: a number (10, 15, 25, 50 in the study) or 'all' (default)")
     finetune.add_argument("--subset-seed", type=int, help="seed of the subset draw; subsets of one seed are nested (default 0)")
     finetune.add_argument("--init", help="pretrained weights: a weight file, or simclr|pcl|dino|mim for that "
@@ -219,8 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluations are skipped, an interrupted run resumes from its checkpoint. Grids: paper = 10, 15, 25, "
         "50, all subjects x subset seeds 0, 1, 2; cpu = 3 and all x seed 0; tiny = 2 and all x seed 0.",
     )
-    study.add_argument("--preset", choices=("paper", "cpu", "tiny"),
-                       help="scale of every run (see `finetune --help`); default paper on CUDA, cpu otherwise")
+    study.add_argument("--preset", choices=PRESET_NAMES,
+                       help="scale of every run (see `finetune --help`); default paper on CUDA, otherwise cpu "
+                       "(cpu-real for the acdc protocol)")
+    study.add_argument("--protocol", choices=PROTOCOL_NAMES, default="default",
+                       help="which subjects are test / validation / training pool and the subset grid: default (a split "
+                       "drawn from the cache; the preset's grid), paper (the study's published split and subset files, "
+                       "M&Ms + M&Ms-2), acdc (the 100 ACDC training patients: 20 test, 10 validation stratified by "
+                       "Group, subsets 1, 2, 4, 8, 16, all x seeds 0, 1, 2; without --data, a synthetic cohort in the "
+                       "ACDC layout)")
     study.add_argument("--data", type=Path, help="prepared cache folder (default: the built-in synthetic cohort)")
     study.add_argument("--split", type=Path, help="split file (the study's YAML or a cmrssp JSON; default: drawn from the cache)")
     study.add_argument("--methods", type=lambda text: tuple(m for m in text.split(",") if m),
@@ -262,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--subset-seed", default=(0,), type=lambda text: tuple(int(n) for n in text.split(",") if n),
                        help="seed(s) of the subset draw, comma-separated, e.g. 0,1,2 (default 0)")
     probe.add_argument("--steps", type=positive_int, default=400, help="Adam steps of the linear classifier (default 400)")
-    probe.add_argument("--preset", choices=("paper", "cpu", "tiny"), default="cpu", help="network and grid (default cpu)")
+    probe.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="network and grid (default cpu)")
     probe.add_argument("--data", type=Path, help="prepared cache folder (default: the built-in synthetic cohort)")
     probe.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where pretraining runs are (default ./runs)")
     probe.add_argument("--data-dir", type=Path, default=Path("data"), help="where the synthetic cohort goes (default ./data)")
@@ -276,17 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options every training command shares."""
-    parser.add_argument("--preset", choices=("paper", "cpu", "tiny"),
+    parser.add_argument("--preset", choices=PRESET_NAMES,
                         help="'paper': the study's scale (1.25 mm, 256 px, full U-Net, 1000 epochs); 'cpu': a 2-core "
-                        "laptop trains a useful model in minutes (5 mm, 64 px, smaller U-Net); 'tiny': seconds, for "
-                        "tests. Default: paper on CUDA, cpu otherwise")
+                        "laptop trains a useful model in minutes (5 mm, 64 px, smaller U-Net); 'cpu-real': the cpu "
+                        "network for real scans (40 epochs bounded to 300-1,500 updates, validation every 100); "
+                        "'tiny': seconds, for tests. Default: paper on CUDA, cpu otherwise")
     parser.add_argument("--data", type=Path, help="prepared cache folder (default: the built-in synthetic cohort)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<a name saying what the run is>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (or the default folder) from its last checkpoint, with its saved configuration")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int, help="number of epochs (the study: 1000 for fine-tuning whatever the subset size, 100 for pretraining)")
     length.add_argument("--iterations", type=positive_int, help="an iteration budget instead of epochs (the learning rate then decays per iteration)")
-    parser.add_argument("--lr", type=float, help="base learning rate (default: the preset's; fine-tuning with --init halves it: 0.01 -> 0.005 in the study)")
+    parser.add_argument("--lr", type=float, help="base learning rate, the from-scratch one (default: the preset's); a fine-tune with --init trains at "
+                        "init_lr_factor times it (0.5, the study: 0.01 -> 0.005; --set init_lr_factor=1 for the full rate)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size in slices (the study: 32 for fine-tuning; per method for pretraining)")
     parser.add_argument("--seed", type=int, help="training seed: initialisation, data order, augmentation (default 0)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
@@ -301,12 +314,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_preset(args: argparse.Namespace) -> str:
+def default_preset(args: argparse.Namespace, cpu: str = "cpu") -> str:
     import torch
 
     if args.preset:
         return args.preset
-    preset = "paper" if torch.cuda.is_available() else "cpu"
+    preset = "paper" if torch.cuda.is_available() else cpu
     print(f"preset: {preset} ({'CUDA found' if preset == 'paper' else 'no CUDA'}; choose with --preset)")
     return preset
 
@@ -340,15 +353,28 @@ def processes_of_this_run(config):
         stop()
 
 
-def run_finetune(args: argparse.Namespace) -> None:
-    from cmrssp.finetune import run_finetune as finetune
-    from cmrssp.presets import FINETUNE_LR_FACTOR, finetune_preset, replace
+def on_saved_config(config, args: argparse.Namespace, run_dir: Path, flags):
+    """With --resume, the command's flags applied to the run's saved configuration instead of
+    the preset's, so that only the flags actually given count (resume_config refuses changes)."""
+    from cmrssp.presets import replace
+    from cmrssp.runs import saved_config
 
-    config = finetune_preset(default_preset(args))
-    config = replace(config, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs)
-    lr = args.lr if args.lr is not None else (config.optimizer.lr * FINETUNE_LR_FACTOR if args.init else None)
-    config = with_run_flags(config, args, lr, n_subjects=0 if args.n_subjects == "all" else args.n_subjects,
-                            subset_seed=args.subset_seed)
+    if not args.resume:
+        return config
+    return flags(replace(saved_config(type(config), run_dir), preset=args.preset))
+
+
+def run_finetune(args: argparse.Namespace) -> None:
+    from cmrssp.finetune import default_run_name, run_finetune as finetune
+    from cmrssp.presets import finetune_preset, replace
+
+    def flags(config):
+        config = replace(config, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs)
+        n_subjects = None if args.n_subjects is None else (0 if args.n_subjects == "all" else args.n_subjects)
+        return with_run_flags(config, args, args.lr, n_subjects=n_subjects, subset_seed=args.subset_seed)
+
+    config = flags(finetune_preset(default_preset(args)))
+    config = on_saved_config(config, args, args.out or args.runs_dir / default_run_name(config), flags)
     with processes_of_this_run(config) as (config, processes):
         run_dir = finetune(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
                            progress=not args.no_progress, processes=processes)
@@ -357,10 +383,12 @@ def run_finetune(args: argparse.Namespace) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> None:
-    from cmrssp.presets import pretrain_preset
+    from cmrssp.presets import pretrain_preset, replace
     from cmrssp.pretrain import run_pretrain as pretrain
 
-    config = with_run_flags(pretrain_preset(default_preset(args), args.method), args, args.lr)
+    flags = lambda config: with_run_flags(replace(config, method=args.method), args, args.lr)  # noqa: E731
+    config = flags(pretrain_preset(default_preset(args), args.method))
+    config = on_saved_config(config, args, args.out or args.runs_dir / f"pretrain-{args.method}", flags)
     with processes_of_this_run(config) as (config, processes):
         run_dir = pretrain(config, run_dir=args.out, runs_dir=args.runs_dir, data_dir=args.data_dir, resume=args.resume,
                            progress=not args.no_progress, processes=processes)
@@ -390,10 +418,12 @@ def run_study(args: argparse.Namespace) -> None:
 
     from cmrssp.evaluate import EvaluateOptions
     from cmrssp.presets import replace
-    from cmrssp.study import STUDY_GRIDS, override, run_study as study
+    from cmrssp.protocols import get_protocol
+    from cmrssp.study import override, run_study as study
 
-    preset = default_preset(args)
-    grid = replace(STUDY_GRIDS[preset], methods=args.methods, subsets=args.subsets, seeds=args.seeds)
+    protocol = get_protocol(args.protocol)
+    preset = default_preset(args, cpu=protocol.preferred_cpu_preset)
+    grid = replace(protocol.grid_for(preset), methods=args.methods, subsets=args.subsets, seeds=args.seeds)
     with_flags = override(args.set)
 
     def adjust(config):
@@ -404,7 +434,7 @@ def run_study(args: argparse.Namespace) -> None:
     devices = gpu_devices(args.gpus) if args.gpus else ()
     study(preset, grid, runs_dir=args.runs_dir, data_dir=args.data_dir, adjust=adjust,
           evaluate=EvaluateOptions(device=args.device or (devices[0] if devices else "auto")), dry_run=args.dry_run,
-          workers=args.workers, progress=not args.no_progress, devices=devices)
+          workers=args.workers, progress=not args.no_progress, devices=devices, protocol=protocol)
 
 
 def gpu_devices(indices: tuple[int, ...]) -> tuple[str, ...]:

@@ -168,7 +168,7 @@ def evaluate_run(run_dir: Path, options: EvaluateOptions = EvaluateOptions(), lo
     if unlabelled:
         raise InputError(cache.path, f"{options.split} subjects without ground truth: {unlabelled[:3]}")
     device = resolve_device(options.device)
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision(config.train.amp, device)  # as the run trained (the study: float32)
     model = load_run_model(run_dir, config, options.checkpoint, device)
 
     folder = evaluation_folder(run_dir, options)

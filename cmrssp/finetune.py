@@ -7,30 +7,34 @@ and hands a :class:`~cmrssp.segmentation.SegmentationTask` to the one training l
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import torch
 
 from cmrssp.data.cache import Cache
 from cmrssp.data.slices import load_slices, resident_device
-from cmrssp.data.splits import Split, subset
+from cmrssp.data.splits import Split, label_scarce_subset
 from cmrssp.distributed import SINGLE, Processes
 from cmrssp.errors import InputError
 from cmrssp.methods import METHODS as PRETRAINING_METHODS
 from cmrssp.models import load_transferable, load_weight_file, reset_conv_norms
 from cmrssp.presets import DataConfig, FinetuneConfig
-from cmrssp.runs import open_run_data, run_record, saved_config, study_split
+from cmrssp.runs import open_run_data, resume_config, run_record, study_split
 from cmrssp.segmentation import SegmentationTask
 from cmrssp.train import TRANSFER_WEIGHTS, fit, resolve_device, resolve_precision
 
 
 def resolve_split(data: DataConfig, cache: Cache) -> Split:
-    """The fine-tuning split: the study split, then the label-scarce subset of its training pool."""
+    """The fine-tuning split: the study split, then the label-scarce subset of its training pool
+    (the study's published subset file where the split is the paper's and one exists for the size
+    and seed, e.g. ``paper`` with 10 subjects and seed 0 is ``paper-nr10-seed0``)."""
     split = study_split(data, cache)
     unlabelled = [key for key in split.train + split.valid if not cache.meta(key)["labelled"]]
     if unlabelled:
         raise InputError(data.split or cache.path, f"subjects without labels in train/valid: {unlabelled[:5]}")
-    return subset(split, data.n_subjects if data.n_subjects > 0 else "all", seed=data.subset_seed)
+    return label_scarce_subset(split, data.n_subjects if data.n_subjects > 0 else "all", seed=data.subset_seed)
 
 
 def resolve_init(init: str, runs_dir: Path) -> Path:
@@ -69,7 +73,10 @@ def run_finetune(
         log = lambda *_: None  # noqa: E731 (only rank 0 speaks)
     run_dir = Path(run_dir) if run_dir is not None else runs_dir / default_run_name(config)
     if resume:
-        config = saved_config(FinetuneConfig, run_dir)
+        config = resume_config(FinetuneConfig, run_dir, config)
+        if config.init and "init_lr_factor" not in json.loads((run_dir / "config.json").read_text()):
+            # saved before the factor was part of the configuration: its optimizer.lr is already the run's rate
+            config = dataclasses.replace(config, init_lr_factor=1.0)
     config, cache = open_run_data(config, data_dir, processes)
     size = cache.config.size
     split = resolve_split(config.data, cache)
@@ -101,7 +108,8 @@ def run_finetune(
         split.save(run_dir / "split.json")
     config_json = run_record("finetune", config, device, precision)
     log(f"{run_dir}: preset {config.preset}, {len(split.train)} training subjects ({len(train_slices)} slices), "
-        f"{len(split.valid)} validation subjects, device {device}, precision {precision.name}")
-    fit(task, run_dir, config.train, config.optimizer, device, precision, config_json, resume=resume, progress=progress,
+        f"{len(split.valid)} validation subjects, device {device}, precision {precision.name}, lr {config.learning_rate:g}")
+    optimizer = dataclasses.replace(config.optimizer, lr=config.learning_rate)
+    fit(task, run_dir, config.train, optimizer, device, precision, config_json, resume=resume, progress=progress,
         processes=processes)
     return run_dir

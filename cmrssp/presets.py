@@ -19,10 +19,10 @@ from cmrssp.methods.mim import MimConfig
 from cmrssp.models import INIT_NORMS, UNetConfig
 from cmrssp.train import OptimizerConfig, TrainConfig
 
-PRESET_NAMES = ("paper", "cpu", "tiny")
-# The study's config comment: "lower learning rate to 0.005 for finetuning" (from 0.01): half the
-# preset's learning rate when starting from pretrained weights, unless --lr says otherwise.
-FINETUNE_LR_FACTOR = 0.5
+PRESET_NAMES = ("paper", "cpu", "cpu-real", "tiny")
+# The study's config comment: "lower learning rate to 0.005 for finetuning" (from 0.01): a run
+# that starts from pretrained weights trains at half the from-scratch learning rate.
+STUDY_INIT_LR_FACTOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class DataConfig:
             ``test_fraction``, ``valid_fraction`` and ``split_seed``.
         n_subjects: training subjects to keep (0 = all), drawn with ``subset_seed`` and nested
             within a seed (10 ⊂ 15 ⊂ 25 ⊂ 50 ⊂ all).
+        test_fraction, valid_fraction, split_seed: the drawn split (test: a fraction of the
+            labelled subjects; valid: a fraction of the rest).
+        stratify: "" or a subject field ("pathology", "vendor") the drawn split is stratified
+            over: test and valid then hold every group in proportion (ACDC: the five Groups).
     """
 
     cache: str = ""
@@ -45,6 +49,7 @@ class DataConfig:
     test_fraction: float = 0.2
     valid_fraction: float = 0.2
     split_seed: int = 0
+    stratify: str = ""
     synthetic: SyntheticCohortConfig = field(default_factory=SyntheticCohortConfig)
     grid: PrepareConfig = field(default_factory=PrepareConfig)
 
@@ -63,6 +68,9 @@ class FinetuneConfig:
             "initial" rescales each transferred convolution to its initialisation norm, which
             leaves the network's output unchanged but restores the from-scratch effective
             learning rate (:func:`cmrssp.models.reset_conv_norms`).
+        init_lr_factor: with an ``init``, the run trains at ``optimizer.lr`` times this factor
+            (the study: 0.5, i.e. 0.01 -> 0.005); ``optimizer.lr`` is always the from-scratch rate,
+            so every entry point (command line, study, Python) trains a pretrained init alike.
     """
 
     preset: str
@@ -74,10 +82,18 @@ class FinetuneConfig:
     init: str = ""
     freeze_encoder_epochs: int = 0
     init_norm: str = "pretrained"
+    init_lr_factor: float = STUDY_INIT_LR_FACTOR
 
     def __post_init__(self) -> None:
         if self.init_norm not in INIT_NORMS:
             raise InputError(None, f"init_norm must be one of {', '.join(INIT_NORMS)}, got {self.init_norm!r}")
+        if not self.init_lr_factor > 0:
+            raise InputError(None, f"init_lr_factor must be positive, got {self.init_lr_factor}")
+
+    @property
+    def learning_rate(self) -> float:
+        """The base learning rate this run trains at (before its schedule)."""
+        return self.optimizer.lr * (self.init_lr_factor if self.init else 1.0)
 
 
 def finetune_preset(name: str) -> FinetuneConfig:
@@ -91,7 +107,8 @@ def finetune_preset(name: str) -> FinetuneConfig:
             optimizer=OptimizerConfig(),
             # A checkpoint every 2 minutes rather than after each of the 1,000 epochs (a 0.4 GB
             # write each): the study's 65,400 fine-tuning epochs would otherwise spend hours on it.
-            train=TrainConfig(epochs=1000, batch_size=32, val_batch_size=128, checkpoint_seconds=120),
+            # float32 as upstream's train_unet.py (protocol 7.20); --amp bf16 is the speed setting.
+            train=TrainConfig(epochs=1000, batch_size=32, val_batch_size=128, checkpoint_seconds=120, amp="off"),
         )
     if name == "cpu":
         # Same 320 mm field of view at 5 mm pixels (64²), a 5-level network with 16 base
@@ -111,6 +128,16 @@ def finetune_preset(name: str) -> FinetuneConfig:
             optimizer=OptimizerConfig(lr=0.1, momentum=0.9),
             train=TrainConfig(epochs=60, batch_size=16, val_batch_size=256, log_every=10, validate_every=5),
         )
+    if name == "cpu-real":
+        # The cpu network and grid, sized for real scans and the label-scarce study on a 2-core
+        # CPU (README "ACDC, real scans": chosen by measurement among 64², 96² and 128² grids).
+        # 40 epochs, but at least 300 and at most 1,500 updates: a 1-patient subset (one update
+        # per epoch) still converges, the 70-patient pool stops at 1,500; the schedule steps per
+        # update. Validation every 100 updates whatever the subset size, and a checkpoint at most
+        # once a minute (an epoch of a tiny subset is one update).
+        cpu = finetune_preset("cpu")
+        return dataclasses.replace(cpu, preset=name, train=dataclasses.replace(
+            cpu.train, epochs=40, min_iterations=300, max_iterations=1500, validate_steps=100, checkpoint_seconds=60))
     if name == "tiny":
         return FinetuneConfig(
             preset=name,
@@ -154,18 +181,19 @@ class PretrainConfig:
 
 
 def _pretrain_paper(method: str) -> tuple[OptimizerConfig, TrainConfig]:
-    """The study's optimiser and length per method (protocol 2.1-2.4): 100 epochs each."""
+    """The study's optimiser, length and precision per method (protocol 2.1-2.4, 7.20): 100 epochs
+    each; fp16 autocast with a grad scaler for SimCLR, DINO and MIM, float32 for PCL."""
     if method == "simclr":
         return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, schedule="cosine"),
-                TrainConfig(epochs=100, batch_size=224, val_batch_size=224))
+                TrainConfig(epochs=100, batch_size=224, val_batch_size=224, amp="fp16"))
     if method == "pcl":  # no mixed precision in the study's PCL (protocol 7.20)
         return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-5, schedule="cosine"),
                 TrainConfig(epochs=100, batch_size=64, val_batch_size=64, amp="off"))
     if method == "dino":
-        return dino_optimizer_config(64), TrainConfig(epochs=100, batch_size=64)
+        return dino_optimizer_config(64), TrainConfig(epochs=100, batch_size=64, amp="fp16")
     if method == "mim":
         return (OptimizerConfig(lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5, schedule="cosine"),
-                TrainConfig(epochs=100, batch_size=128, val_batch_size=256))
+                TrainConfig(epochs=100, batch_size=128, val_batch_size=256, amp="fp16"))
     raise InputError(None, f"unknown pretraining method {method!r} (choose from {', '.join(METHODS)})")
 
 
@@ -177,16 +205,18 @@ def pretrain_preset(name: str, method: str) -> PretrainConfig:
                             optimizer=optimizer, train=train)
     if name == "paper":
         return config
-    batch = {"cpu": 32, "tiny": 8}[name]
-    length = dict(epochs=0, iterations=300) if name == "cpu" else dict(epochs=2)
-    train = dataclasses.replace(train, batch_size=batch, val_batch_size=4 * batch, log_every=base.train.log_every, **length)
+    batch = {"cpu": 32, "cpu-real": 32, "tiny": 8}[name]
+    length = dict(epochs=0, iterations=300) if name in ("cpu", "cpu-real") else dict(epochs=2)
+    # the small presets pick their precision like their fine-tuning (auto: off on a CPU)
+    train = dataclasses.replace(train, batch_size=batch, val_batch_size=4 * batch, log_every=base.train.log_every,
+                                amp=base.train.amp, **length)
     if method == "dino":
-        optimizer = dataclasses.replace(dino_optimizer_config(batch), warmup_epochs=1 if name == "cpu" else 0)
+        optimizer = dataclasses.replace(dino_optimizer_config(batch), warmup_epochs=0 if name == "tiny" else 1)
         # the protocol's head on the cpu preset (it costs little next to the encoder); tiny shrinks it
         small = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16) if name == "tiny" else {}
         dino = DinoConfig(teacher_temp_warmup_epochs=2, **small)
         return dataclasses.replace(config, train=train, optimizer=optimizer, dino=dino)
-    if method == "mim" and name == "cpu":
+    if method == "mim" and name in ("cpu", "cpu-real"):
         # the cpu fine-tuning preset's reasoning: the same effective step with momentum 0.9
         optimizer = dataclasses.replace(optimizer, lr=0.1, momentum=0.9)
     return dataclasses.replace(config, train=train, optimizer=optimizer)

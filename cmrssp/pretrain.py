@@ -19,7 +19,7 @@ from cmrssp.data.slices import load_slices, resident_device
 from cmrssp.distributed import SINGLE, Processes
 from cmrssp.errors import InputError
 from cmrssp.presets import PretrainConfig
-from cmrssp.runs import open_run_data, run_record, saved_config, study_split
+from cmrssp.runs import open_run_data, resume_config, run_record, study_split
 from cmrssp.train import fit, resolve_device, resolve_precision
 
 
@@ -81,7 +81,7 @@ def run_pretrain(
         log = lambda *_: None  # noqa: E731 (only rank 0 speaks)
     run_dir = Path(run_dir) if run_dir is not None else runs_dir / f"pretrain-{config.method}"
     if resume:
-        config = saved_config(PretrainConfig, run_dir)
+        config = resume_config(PretrainConfig, run_dir, config)
     config, cache = open_run_data(config, data_dir, processes)
     split = study_split(config.data, cache)
     in_split = set(split.keys)

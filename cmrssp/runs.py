@@ -22,6 +22,7 @@ from cmrssp.errors import InputError
 from cmrssp.train import Precision
 
 T = TypeVar("T")
+STRATIFY_FIELDS = ("pathology", "vendor")  # subject fields of the cache's metadata a split may be stratified over
 RUN_RECORD_KEYS = ("kind", "toolkit", "torch", "device", "precision")  # written beside the config
 
 
@@ -42,7 +43,20 @@ def study_split(data, cache: Cache) -> Split:
         return read_upstream_split(data.split, available_keys=cache.keys)
     if not labelled:
         raise InputError(cache.path, "the cache holds no labelled subject; give a --split file to say which subjects are which")
-    return make_split(labelled, test=data.test_fraction, valid_fraction=data.valid_fraction, seed=data.split_seed)
+    groups = None
+    if data.stratify:
+        if data.stratify not in STRATIFY_FIELDS:
+            raise InputError(None, f"data.stratify must be one of {', '.join(STRATIFY_FIELDS)} or empty, got {data.stratify!r}")
+        groups = {key: cache.meta(key)[data.stratify] for key in labelled}
+        unknown = [key for key, group in groups.items() if group in (None, "")]
+        if unknown:
+            raise InputError(cache.path, f"cannot stratify by {data.stratify}: {len(unknown)} subjects have none "
+                                         f"recorded, e.g. {unknown[:3]}")
+    split = make_split(labelled, test=data.test_fraction, valid_fraction=data.valid_fraction, seed=data.split_seed,
+                       stratify=groups)
+    if groups is not None:
+        split.provenance["stratified_by"] = data.stratify
+    return split
 
 
 def open_run_data(config: T, data_dir: Path, processes: Processes = SINGLE) -> tuple[T, Cache]:
@@ -72,6 +86,35 @@ def saved_config(cls: type[T], run_dir: Path) -> T:
     except json.JSONDecodeError as error:
         raise InputError(path, f"not valid JSON ({error})") from None
     return from_dict(cls, {k: v for k, v in values.items() if k not in RUN_RECORD_KEYS}, path)
+
+
+# Where a run trains and where its cache lies are not what the run is: --resume may change them.
+RESUME_MAY_CHANGE = ("train.device", "data.cache")
+
+
+def resume_config(cls: type[T], run_dir: Path, given: T) -> T:
+    """The configuration a resumed run continues with: the one saved in ``run_dir``, with the
+    device and cache of ``given``. Any other field of ``given`` that differs from the saved one is
+    refused, naming each (a run continues as it started; a changed flag would be silently ignored)."""
+    saved = saved_config(cls, run_dir)
+    differences = [f"{name} (saved {old!r}, given {new!r})"
+                   for name, old, new in _differences(to_dict(saved), to_dict(given)) if name not in RESUME_MAY_CHANGE]
+    if differences:
+        raise InputError(run_dir, "--resume continues the run with its saved configuration, but the command asks for "
+                                  f"{'; '.join(differences)}. Drop those flags, or start a new run with another --out")
+    data = dataclasses.replace(saved.data, cache=given.data.cache or saved.data.cache)
+    return dataclasses.replace(saved, data=data, train=dataclasses.replace(saved.train, device=given.train.device))
+
+
+def _differences(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    found = []
+    for key in sorted(set(saved) | set(given)):
+        old, new = saved.get(key), given.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{key}.")
+        elif json.dumps(old) != json.dumps(new):  # tuples and lists alike, as saved
+            found.append((f"{prefix}{key}", old, new))
+    return found
 
 
 def run_record(kind: str, config: Any, device: torch.device, precision: Precision) -> dict[str, Any]:

@@ -10,9 +10,9 @@ skipped, one with a checkpoint resumes, others start. Evaluations are folders wr
 atomically, so they are either there (skipped) or not. Stopping the command at any point and
 running it again therefore redoes nothing that was finished.
 
-The grid per preset (``STUDY_GRIDS``): the paper's 10, 15, 25, 50 and all training subjects,
-subset seeds 0, 1, 2; the whole training pool is one run per initialisation (the study has one
-split file for it). The cpu preset's smaller grid fits a 2-core laptop in minutes.
+Which subjects are test, validation and training pool, and the grid of subset sizes x seeds,
+come from the protocol (:mod:`cmrssp.protocols`: ``default``, ``paper``, ``acdc``); the whole
+training pool is one run per initialisation (the study has one split file for it).
 """
 
 from __future__ import annotations
@@ -29,43 +29,14 @@ from cmrssp.data.cache import Cache, open_cache
 from cmrssp.errors import InputError
 from cmrssp.evaluate import EvaluateOptions, evaluate_run, evaluation_folder, run_evaluation
 from cmrssp.finetune import default_run_name, resolve_split, run_finetune
-from cmrssp.methods import METHODS
-from cmrssp.presets import FINETUNE_LR_FACTOR, FinetuneConfig, PretrainConfig, finetune_preset, pretrain_preset
+from cmrssp.protocols import PROTOCOLS, Protocol, StudyGrid
+from cmrssp.presets import FinetuneConfig, PretrainConfig, finetune_preset, pretrain_preset
 from cmrssp.pretrain import run_pretrain
 from cmrssp.results import write_study_results
 from cmrssp.runs import resolve_cache
 from cmrssp.train import CHECKPOINT, RUN_COMPLETE, make_plan
 
 Config = Union[FinetuneConfig, PretrainConfig]
-
-
-@dataclass(frozen=True)
-class StudyGrid:
-    """Which runs a study makes: subset sizes (0 = every training subject) x subset seeds,
-    fine-tuned from scratch and from each of ``methods``."""
-
-    methods: tuple[str, ...] = METHODS
-    subsets: tuple[int, ...] = (10, 15, 25, 50, 0)
-    seeds: tuple[int, ...] = (0, 1, 2)
-
-    def validate(self) -> "StudyGrid":
-        unknown = [method for method in self.methods if method not in METHODS]
-        if unknown:
-            raise InputError(None, f"unknown method(s) {unknown} (choose from {', '.join(METHODS)})")
-        if not self.subsets or not self.seeds:
-            raise InputError(None, "the study needs at least one subset size and one seed")
-        if any(n < 0 for n in self.subsets):
-            raise InputError(None, f"subset sizes must be positive or 'all', got {list(self.subsets)}")
-        return self
-
-
-STUDY_GRIDS = {
-    "paper": StudyGrid(),
-    # 3 of the 15 synthetic training subjects (the label-scarce end) and all 15, one subset seed:
-    # what a 2-core CPU finishes in about a quarter of an hour (add seeds with --seeds 0,1,2).
-    "cpu": StudyGrid(subsets=(3, 0), seeds=(0,)),
-    "tiny": StudyGrid(subsets=(2, 0), seeds=(0,)),
-}
 
 
 @dataclass(frozen=True)
@@ -90,22 +61,24 @@ def plan_study(
     grid: StudyGrid,
     runs_dir: Path,
     adjust: Callable[[Config], Config] = lambda config: config,
+    protocol: Protocol = PROTOCOLS["default"],
 ) -> list[PlannedRun]:
-    """Every run of the study in order: pretraining first, then fine-tuning (``adjust`` applies
-    the command line's data, device and ``--set`` options to each preset configuration)."""
+    """Every run of the study in order: pretraining first, then fine-tuning (the protocol sets
+    each preset configuration's split rule; ``adjust`` then applies the command line's data,
+    device and ``--set`` options)."""
     grid = grid.validate()
+    with_protocol = lambda config: dataclasses.replace(config, data=protocol.apply(config.data))  # noqa: E731
     runs: list[PlannedRun] = []
     for method in grid.methods:
-        config = adjust(pretrain_preset(preset, method))
+        config = adjust(with_protocol(pretrain_preset(preset, method)))
         runs.append(PlannedRun("pretrain", runs_dir / f"pretrain-{method}", config))
-    base = finetune_preset(preset)
+    base = with_protocol(finetune_preset(preset))
     for n_subjects in sorted(set(grid.subsets), key=lambda n: (n == 0, n)):
         seeds = grid.seeds[:1] if n_subjects == 0 else grid.seeds  # one run on the whole pool
         for seed in seeds:
             for init in ("",) + tuple(grid.methods):
-                lr = base.optimizer.lr * (FINETUNE_LR_FACTOR if init else 1.0)
                 config = dataclasses.replace(
-                    base, init=init, optimizer=dataclasses.replace(base.optimizer, lr=lr),
+                    base, init=init,
                     data=dataclasses.replace(base.data, n_subjects=n_subjects, subset_seed=seed),
                 )
                 config = adjust(config)
@@ -194,13 +167,14 @@ def run_study(
     progress: bool = True,
     log: Callable[[str], None] = print,
     devices: Sequence[str] = (),
+    protocol: Protocol = PROTOCOLS["default"],
 ) -> dict[str, Path] | None:
     """Run (or with ``dry_run`` describe) the study; return the result files written. With
     several ``devices`` ("cuda:0", "cuda:1", ...), independent runs train at once, one per device
     (:mod:`cmrssp.scheduler`)."""
     started = time.perf_counter()
     runs_dir = Path(runs_dir)
-    runs = plan_study(preset, grid, runs_dir, adjust)
+    runs = plan_study(preset, grid, runs_dir, adjust, protocol)
     data = runs[-1].config.data
     if dry_run:
         cache_dir = Path(data.cache) if data.cache else None
@@ -213,7 +187,8 @@ def run_study(
         return None
 
     cache_dir = resolve_cache(data, data_dir, workers=workers)
-    log(f"[study] data: {cache_dir} ({time.perf_counter() - started:.0f} s)")
+    protocol.check_cache(open_cache(cache_dir))
+    log(f"[study] protocol {protocol.name}, preset {preset}, data: {cache_dir} ({time.perf_counter() - started:.0f} s)")
     pin = lambda config: dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
     runs = [dataclasses.replace(run, config=pin(run.config)) for run in runs]
     for run in runs:

@@ -84,6 +84,10 @@ class TrainConfig:
         iterations: when > 0, an iteration budget instead of ``epochs``: the run does this many
             optimizer steps (epochs follow from the training-set size) and the schedule steps per
             iteration, so label-scarce subsets get as many updates as large ones.
+        min_iterations, max_iterations: bounds (0 = none) on the length ``epochs`` gives: a run of
+            ``epochs`` epochs, but at least / at most this many optimizer steps, with the schedule
+            then stepped per iteration. A tiny subset still gets enough updates to converge and
+            the full pool no more than the budget allows (the ``cpu-real`` preset).
         batch_size: training batch (slices; the study: 32), drop_last as upstream.
         val_batch_size: validation batch (the study: 128).
         amp: "auto" (bf16 on CUDA where supported, else fp16 with a grad scaler; off on CPU),
@@ -92,6 +96,10 @@ class TrainConfig:
         log_every: steps between progress-bar updates (each costs one host synchronisation).
         validate_every: validate every this many epochs and after the last (the study: 1);
             ``weights-best.pt`` is chosen among validated epochs only.
+        validate_steps: when > 0, validate instead after the first epoch that ends at or past each
+            multiple of this many optimizer steps (and after the last): the validation cost is then
+            the same for any training-set size, where an epoch count makes a 2-subject run
+            validate after every few updates.
         sync_batch_norm: with several processes (torchrun), batch-norm statistics over the global
             batch instead of each process's shard.
         log_steps: also write ``steps.csv``, the loss of every step (one host synchronisation per
@@ -110,12 +118,15 @@ class TrainConfig:
 
     epochs: int = 1000
     iterations: int = 0
+    min_iterations: int = 0
+    max_iterations: int = 0
     batch_size: int = 32
     val_batch_size: int = 128
     amp: str = "auto"
     seed: int = 0
     log_every: int = 10
     validate_every: int = 1
+    validate_steps: int = 0
     sync_batch_norm: bool = False
     log_steps: bool = False
     checkpoint_seconds: float = 0.0
@@ -278,9 +289,19 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
         raise InputError(None, "the training set is empty")
     batch_size = min(train.batch_size, n_train)
     per_epoch = n_train // batch_size  # drop_last, as upstream
-    if train.iterations > 0:
-        epochs = math.ceil(train.iterations / per_epoch)
-        total, unit = train.iterations, "iteration"
+    if train.min_iterations < 0 or train.max_iterations < 0 or (
+            train.max_iterations and train.min_iterations > train.max_iterations):
+        raise InputError(None, f"train.min_iterations ({train.min_iterations}) and max_iterations "
+                               f"({train.max_iterations}) must be >= 0 with min <= max")
+    budget = train.iterations
+    if budget <= 0:
+        natural = train.epochs * per_epoch
+        bounded = max(natural, train.min_iterations)
+        bounded = min(bounded, train.max_iterations) if train.max_iterations else bounded
+        budget = bounded if bounded != natural else 0
+    if budget > 0:
+        epochs = math.ceil(budget / per_epoch)
+        total, unit = budget, "iteration"
     else:
         epochs, total, unit = train.epochs, train.epochs * per_epoch, optimizer.schedule_unit
     rates = learning_rate_schedule(
@@ -288,6 +309,16 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
         final=optimizer.final_lr, warmup_epochs=optimizer.warmup_epochs,
     )
     return Plan(batch_size, per_epoch, epochs, total, rates[:total])
+
+
+def is_validation_epoch(epoch: int, plan: Plan, train: TrainConfig) -> bool:
+    """Whether the loop validates after ``epoch`` (see TrainConfig.validate_every/validate_steps)."""
+    if epoch + 1 == plan.epochs:
+        return True
+    if train.validate_steps > 0:
+        end, start = (epoch + 1) * plan.iterations_per_epoch, epoch * plan.iterations_per_epoch
+        return end // train.validate_steps > start // train.validate_steps
+    return (epoch + 1) % train.validate_every == 0
 
 
 def build_optimizer(task: Task, config: OptimizerConfig, device: torch.device | None = None) -> torch.optim.Optimizer:
@@ -379,6 +410,9 @@ def fit(
     main = processes.is_main
     if train.compile not in ("auto", "on", "off"):
         raise InputError(None, f"train.compile must be auto, on or off, got {train.compile!r}")
+    if train.validate_every < 1 or train.validate_steps < 0:
+        raise InputError(None, f"train.validate_every must be at least 1 and train.validate_steps at least 0, "
+                               f"got {train.validate_every} and {train.validate_steps}")
     plan = make_plan(task.n_train(), train, optimizer_config)
     if plan.batch_size % processes.world_size:
         raise InputError(None, f"the global batch of {plan.batch_size} does not split into {processes.world_size} "
@@ -476,7 +510,7 @@ def fit(
             row["train_loss"] = float(mean_over_processes(loss_sum, processes)) / max(1, steps)
             row.update({f"train_{name}": float(mean_over_processes(total, processes)) / max(1, steps)
                         for name, total in part_sums.items()})
-            validated = (epoch + 1) % train.validate_every == 0 or epoch + 1 == plan.epochs
+            validated = is_validation_epoch(epoch, plan, train)
             if validated:  # every process validates the same model on the same data: no collective is one-sided
                 task.model.eval()
                 with torch.no_grad(), precision.autocast(device):

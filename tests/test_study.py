@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 import run
-from cmrssp.study import STUDY_GRIDS, StudyGrid, plan_study
+from cmrssp.protocols import PROTOCOLS, StudyGrid
+from cmrssp.study import plan_study
 
 
 def test_plan_covers_the_grid_in_order():
-    runs = plan_study("paper", STUDY_GRIDS["paper"], Path("runs"))
+    runs = plan_study("paper", PROTOCOLS["default"].grid_for("paper"), Path("runs"))
     pretrain = [r for r in runs if r.kind == "pretrain"]
     finetune = [r for r in runs if r.kind == "finetune"]
     assert [r.folder.name for r in pretrain] == ["pretrain-simclr", "pretrain-pcl", "pretrain-dino", "pretrain-mim"]
@@ -22,7 +23,8 @@ def test_plan_covers_the_grid_in_order():
     assert runs.index(pretrain[-1]) < runs.index(finetune[0])
     scratch = next(r for r in finetune if r.config.init == "")
     mim = next(r for r in finetune if r.config.init == "mim")
-    assert mim.config.optimizer.lr == pytest.approx(scratch.config.optimizer.lr / 2)  # the study's 0.005
+    assert mim.config.optimizer.lr == scratch.config.optimizer.lr  # the from-scratch rate; the factor halves it
+    assert mim.config.learning_rate == pytest.approx(scratch.config.learning_rate / 2)  # the study's 0.005
     assert finetune[-1].config.data.n_subjects == 0
     with pytest.raises(Exception, match="unknown method"):
         plan_study("tiny", StudyGrid(methods=("byol",)), Path("runs"))
@@ -123,3 +125,46 @@ def test_a_run_folder_is_reused_whatever_device_trained_it(tmp_path):
     (run.folder / "config.json").write_text(json.dumps(saved))
     with pytest.raises(InputError, match="different configuration"):
         check_reusable(run)
+
+
+def test_acdc_protocol_plans_the_stratified_split_and_its_grid():
+    acdc = PROTOCOLS["acdc"]
+    runs = plan_study("cpu-real", acdc.grid_for("cpu-real"), Path("runs"), protocol=acdc)
+    finetune = [r for r in runs if r.kind == "finetune"]
+    # 1, 2, 4, 8, 16 patients x seeds 0, 1, 2 x 5 inits, plus the whole pool once per init
+    assert len(finetune) == 5 * 3 * 5 + 5
+    assert sorted({r.config.data.n_subjects for r in finetune}) == [0, 1, 2, 4, 8, 16]
+    for r in runs:  # pretraining and fine-tuning share the split rule, so the same test patients
+        data = r.config.data
+        assert (data.stratify, data.test_fraction, data.valid_fraction, data.split) == ("pathology", 0.2, 0.125, "")
+        assert data.synthetic.layout == "acdc"
+    paper = plan_study("paper", PROTOCOLS["paper"].grid_for("paper"), Path("runs"), protocol=PROTOCOLS["paper"])
+    assert {r.config.data.split for r in paper} == {"paper"}
+
+
+def test_acdc_protocol_study_runs_on_a_synthetic_acdc_cohort(tmp_path, capsys):
+    args = ["study", "--protocol", "acdc", "--preset", "tiny", "--methods", "mim", "--runs-dir", str(tmp_path / "runs"),
+            "--data-dir", str(tmp_path / "data"), "--no-progress", "--workers", "1"]
+    assert run.main(args) == 0
+    out = capsys.readouterr().out
+    assert "protocol acdc" in out
+    runs = tmp_path / "runs"
+    split = json.loads((runs / "finetune-scratch-n1-s0" / "split.json").read_text())
+    assert len(split["train"]) == 1 and split["provenance"]["stratified_by"] == "pathology"
+    assert all(key.startswith("acdc-") for key in split["train"] + split["valid"] + split["test"])
+    pool = json.loads((runs / "finetune-mim-nall-s0" / "split.json").read_text())
+    assert pool["test"] == split["test"] and pool["valid"] == split["valid"] and split["train"][0] in pool["train"]
+    assert len((runs / "results.csv").read_text().splitlines()) == 1 + 4  # (scratch, mim) x (1, all)
+
+
+def test_a_protocol_refuses_a_cache_of_another_dataset(tmp_path):
+    from cmrssp.data.cache import open_cache
+    from cmrssp.data.synthetic import prepare_synthetic
+    from cmrssp.errors import InputError
+    from cmrssp.presets import finetune_preset
+
+    data = finetune_preset("tiny").data
+    cache = open_cache(prepare_synthetic(data.synthetic, data.grid, data_dir=tmp_path, workers=1))  # M&Ms layout
+    with pytest.raises(InputError, match="acdc protocol needs a cache of acdc subjects only; this one also holds mnms"):
+        PROTOCOLS["acdc"].check_cache(cache)
+    PROTOCOLS["default"].check_cache(cache)

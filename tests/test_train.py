@@ -12,7 +12,7 @@ from cmrssp.finetune import run_finetune
 from cmrssp.models import UNet, encoder_state, load_weight_file
 from cmrssp.presets import finetune_preset, replace
 from cmrssp.segmentation import SegmentationTask
-from cmrssp.train import OptimizerConfig, TrainConfig, TrainingError, make_plan
+from cmrssp.train import OptimizerConfig, TrainConfig, TrainingError, is_validation_epoch, make_plan
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,31 @@ def test_plan_epochs_and_iteration_budget():
     assert np.all(np.diff(budget.learning_rates) < 0)  # stepped per iteration
     small = make_plan(5, TrainConfig(epochs=2, batch_size=32), OptimizerConfig())
     assert (small.batch_size, small.iterations_per_epoch) == (5, 1)
+    # epochs bounded by an iteration range: 3 epochs x 3 steps = 9 -> at least 20 / at most 5 steps
+    bounded = TrainConfig(epochs=3, batch_size=32, min_iterations=20, max_iterations=50)
+    assert (make_plan(100, bounded, OptimizerConfig()).total_steps, make_plan(100, bounded, OptimizerConfig()).epochs) == (20, 7)
+    capped = make_plan(100, replace(bounded, min_iterations=0, max_iterations=5), OptimizerConfig())
+    assert (capped.total_steps, capped.epochs) == (5, 2) and np.all(np.diff(capped.learning_rates) < 0)
+    within = make_plan(1000, bounded, OptimizerConfig())  # 31 steps per epoch: 93 -> 50
+    assert within.total_steps == 50
+    inside = make_plan(300, bounded, OptimizerConfig())  # 9 per epoch: 27 lies within [20, 50]: epochs as given
+    assert (inside.total_steps, inside.epochs) == (27, 3) and np.all(inside.learning_rates[:9] == 0.01)
+    with pytest.raises(InputError, match="min_iterations"):
+        make_plan(100, replace(bounded, min_iterations=60), OptimizerConfig())
+
+
+def test_validation_by_steps_is_independent_of_the_epoch_length():
+    # 2 steps per epoch, 20 steps: every 6 steps -> after the epochs ending at steps 6, 12, 18 and the last (20)
+    short = TrainConfig(iterations=20, batch_size=10, validate_steps=6)
+    plan = make_plan(20, short, OptimizerConfig())
+    assert [e for e in range(plan.epochs) if is_validation_epoch(e, plan, short)] == [2, 5, 8, 9]
+    # 5 steps per epoch: the epochs ending at 10 (crossing 6), 15 (12), 20 (18 and the last)
+    long = TrainConfig(iterations=20, batch_size=10, validate_steps=6)
+    plan = make_plan(50, long, OptimizerConfig())
+    assert [e for e in range(plan.epochs) if is_validation_epoch(e, plan, long)] == [1, 2, 3]
+    by_epochs = TrainConfig(epochs=7, batch_size=10, validate_every=3)
+    plan = make_plan(20, by_epochs, OptimizerConfig())
+    assert [e for e in range(plan.epochs) if is_validation_epoch(e, plan, by_epochs)] == [2, 5, 6]
 
 
 def test_training_writes_run_folder_and_resume_is_exact(tmp_path, data_dir, monkeypatch):
@@ -147,6 +172,11 @@ def test_init_transfers_encoder_and_freezing_keeps_it(tmp_path, data_dir):
             continue  # BN statistics keep updating while frozen (protocol 7.19)
         assert torch.equal(trained[key], value), key
     assert not torch.equal(trained["decoder.output_convs.0.weight"], donor.state_dict()["decoder.output_convs.0.weight"])
+    # the study's halved rate from Python too, not only from the command line (epoch 0 of poly: the base rate)
+    with open(run_dir / "metrics.csv") as handle:
+        first = next(csv.DictReader(handle))
+    assert float(first["lr"]) == pytest.approx(config.optimizer.lr * 0.5)
+    assert any(f"lr {config.optimizer.lr * 0.5:g}" in m for m in messages)
 
     messages.clear()
     rescaled = replace(config, init=str(source), init_norm="initial")
@@ -198,3 +228,22 @@ def test_a_model_that_fails_to_compile_trains_eagerly(tmp_path, data_dir, monkey
     with pytest.raises(InputError, match="train.compile"):
         run_finetune(tiny(epochs=1, compile="sometimes"), run_dir=tmp_path / "k2", data_dir=data_dir,
                      progress=False, log=lambda *_: None)
+
+
+def test_resume_refuses_flags_that_differ_from_the_saved_configuration(tmp_path, data_dir, capsys):
+    args = ["finetune", "--preset", "tiny", "--n-subjects", "2", "--epochs", "1", "--out", str(tmp_path / "run"),
+            "--data-dir", str(data_dir), "--no-progress"]
+    assert run.main(args) == 0
+    capsys.readouterr()
+    # the flags given are compared with the saved configuration, not with the preset's defaults
+    assert run.main(["finetune", "--out", str(tmp_path / "run"), "--data-dir", str(data_dir), "--no-progress",
+                     "--resume"]) == 0
+    assert run.main(args + ["--resume", "--device", "cpu"]) == 0  # where it trains may change
+    capsys.readouterr()
+    assert run.main(args[:5] + ["--epochs", "3"] + args[7:] + ["--resume", "--lr", "0.5"]) == 2
+    error = capsys.readouterr().err
+    assert "train.epochs (saved 1, given 3)" in error and "optimizer.lr (saved 0.01, given 0.5)" in error
+    with pytest.raises(InputError, match="n_subjects"):  # from Python too
+        config = tiny(epochs=1)
+        run_finetune(replace(config, data=replace(config.data, n_subjects=3)), run_dir=tmp_path / "run",
+                     data_dir=data_dir, resume=True, progress=False)

@@ -5,6 +5,12 @@
 - :func:`make_split` draws a new seeded (optionally stratified) split from a list of keys.
 - :func:`subset` draws n training subjects, nested within a seed (10 ⊂ 15 ⊂ 25 ⊂ 50 ⊂ all),
   keeping valid and test unchanged, as the study's subset files do.
+- The study's 15 published split files ship as package data (``published_splits.json``):
+  :func:`published_split` returns one by name (:data:`PUBLISHED_SPLIT_NAMES`: ``paper``,
+  ``paper-nr{10,15,25,50}-seed{0,1,2}``, ``paper-vendor-A_B``, ``paper-vendor-C_D``), and every
+  function that takes a split file path also takes such a name. :func:`label_scarce_subset`
+  uses the published subset files for the paper split (the study's procedure that drew them is
+  not known, protocol 3.2, so :func:`subset` cannot reproduce them) and :func:`subset` otherwise.
 
 A subject key is ``<dataset>-<subject_id>`` (``Subject.key``); the study's "mm1" is our dataset
 "mnms" and "mm2" is "mnms2" (ids zero-padded to 3 digits).
@@ -12,9 +18,12 @@ A subject key is ``<dataset>-<subject_id>`` (``Subject.key``); the study's "mm1"
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -83,20 +92,31 @@ class Split:
 
 
 def read_upstream_split(path: str | os.PathLike, available_keys: Iterable[str] | None = None) -> Split:
-    """Read a study split YAML (mm1/mm2 id lists) or one of our JSON split files.
+    """Read a study split YAML (mm1/mm2 id lists), one of our JSON split files, or a published split by name.
 
     Args:
-        path: the split file.
+        path: the split file, or the name of a published split (:data:`PUBLISHED_SPLIT_NAMES`,
+            e.g. ``"paper-nr10-seed0"``). A name always means the package data: a local file
+            literally called ``paper`` must be given with a slash (``./paper``). The check is
+            on ``str(path)`` as received, and ``str(Path("./paper")) == "paper"``, so a caller
+            that converts the argument to a Path first (run.py's ``--split``) loses the ``./``
+            and gets the published split: names win. A slash-free string that starts with
+            ``paper`` but is neither a name nor an existing file is an InputError listing the names.
         available_keys: if given, every subject of the split must be among them (e.g. the keys
-            of the cache); otherwise InputError naming the file and the first unknown ids.
+            of the cache); otherwise InputError naming the file (or published split) and the
+            first unknown ids.
     """
-    path = Path(path)
-    text = read_text(path, "split file")
-
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
-        split = _split_from_json(path, text)
+    name = _published_name(path)
+    if name is not None:
+        split = published_split(name)
+        where: str | Path = f"published split {name}"
     else:
-        split = _split_from_upstream_yaml(path, text)
+        path = where = Path(path)
+        text = read_text(path, "split file")
+        if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            split = _split_from_json(path, text)
+        else:
+            split = _split_from_upstream_yaml(path, text)
 
     if available_keys is not None:
         available = set(available_keys)
@@ -104,9 +124,18 @@ def read_upstream_split(path: str | os.PathLike, available_keys: Iterable[str] |
         if unknown:
             more = ", ..." if len(unknown) > 5 else ""
             raise InputError(
-                path, f"{len(unknown)} subject(s) of the split are not available: {', '.join(unknown[:5])}{more}"
+                where,
+                f"{len(unknown)} subject(s) of the split ({_missing_by_dataset(split, unknown)}) are not available: "
+                f"{', '.join(unknown[:5])}{more}",
             )
     return split
+
+
+def _missing_by_dataset(split: Split, unknown: list[str]) -> str:
+    """E.g. "mnms2: 98 of 98 missing", so a user with one dataset sees which one is absent."""
+    totals = Counter(key.split("-", 1)[0] for key in split.keys)
+    missing = Counter(key.split("-", 1)[0] for key in unknown)
+    return ", ".join(f"{name}: {missing[name]} of {totals[name]} missing" for name in sorted(missing))
 
 
 # The general name used by run.py: either format is accepted.
@@ -326,3 +355,122 @@ def subset(split: Split, n: int | str, seed: int) -> Split:
     order = np.random.default_rng(seed).permutation(len(pool))
     train = sorted(pool[i] for i in order[: int(n)])
     return Split(train, list(split.valid), list(split.test), provenance)
+
+
+# ----------------------------------------------------------------------------------------------
+# The study's published split files, shipped as package data (protocol 3.1, 3.2)
+
+PAPER = "paper"
+PUBLISHED_SUBSET_SIZES = (10, 15, 25, 50)
+PUBLISHED_SUBSET_SEEDS = (0, 1, 2)
+PUBLISHED_VENDOR_GROUPS = ("A_B", "C_D")
+PUBLISHED_FORMAT = "cmrssp-published-splits"
+PUBLISHED_RESOURCE = "published_splits.json"
+
+
+def published_subset_name(n: int, seed: int) -> str:
+    """The name of the study's label-scarce subset file of n subjects and seed (protocol 3.2)."""
+    return f"{PAPER}-nr{n}-seed{seed}"
+
+
+# Our name -> the study's file name in [SSP] data/subject_splits/.
+PUBLISHED_SPLIT_FILES: dict[str, str] = {
+    PAPER: "default-cine-split.yaml",
+    **{
+        published_subset_name(n, seed): f"default-cine-split-nr{n}-seed{seed}.yaml"
+        for n in PUBLISHED_SUBSET_SIZES
+        for seed in PUBLISHED_SUBSET_SEEDS
+    },
+    **{f"{PAPER}-vendor-{group}": f"default-cine-split-Vendor-{group}.yaml" for group in PUBLISHED_VENDOR_GROUPS},
+}
+PUBLISHED_SPLIT_NAMES: tuple[str, ...] = tuple(PUBLISHED_SPLIT_FILES)
+
+
+def published_split(name: str) -> Split:
+    """One of the study's split files, from the package data.
+
+    The ``paper-nr*`` files keep the paper split's 74 valid and 140 test subjects (protocol 3.2),
+    so the package stores only their train lists and this fills in valid and test.
+    """
+    if name not in PUBLISHED_SPLIT_FILES:
+        raise InputError(name, f"unknown published split; the published splits are: {', '.join(PUBLISHED_SPLIT_NAMES)}")
+    table = _published_table()
+    entry = table[name]
+    full = entry if "valid" in entry else table[PAPER]
+    provenance = {"source": name, "published": name, "format": "published"}
+    return Split(list(entry["train"]), list(full["valid"]), list(full["test"]), provenance)
+
+
+@functools.lru_cache(maxsize=1)
+def _published_table() -> dict[str, dict[str, list[str]]]:
+    resource = importlib.resources.files("cmrssp.data") / PUBLISHED_RESOURCE
+    where = f"cmrssp package data {PUBLISHED_RESOURCE}"
+    try:
+        data = json.loads(resource.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(where, f"unreadable ({error}); reinstall cmrssp") from None
+    splits = data.get("splits") if isinstance(data, dict) else None
+    if not isinstance(splits, dict) or data.get("format") != PUBLISHED_FORMAT or set(splits) != set(PUBLISHED_SPLIT_NAMES):
+        raise InputError(where, f"not the {PUBLISHED_FORMAT} table of {len(PUBLISHED_SPLIT_NAMES)} splits; reinstall cmrssp")
+    return splits
+
+
+def _published_name(path: str | os.PathLike) -> str | None:
+    """The published split ``path`` names, or None when it is a file path (see read_upstream_split)."""
+    text = os.fspath(path)
+    if not isinstance(text, str) or "/" in text or os.sep in text:
+        return None
+    if text in PUBLISHED_SPLIT_FILES:
+        return text
+    if text.startswith(PAPER) and not os.path.exists(text):
+        # Most likely a mistyped name: list the names rather than say "file not found".
+        raise InputError(text, f"neither a published split nor an existing file; the published splits are: "
+                               f"{', '.join(PUBLISHED_SPLIT_NAMES)}")
+    return None
+
+
+def published_subset(split: Split, n: int | str, seed: int) -> Split | None:
+    """The study's own label-scarce subset file for ``split``, ``n`` and ``seed``, if there is one.
+
+    Applies when ``split`` is the paper split: the published ``paper`` split (by provenance), or
+    the study's own ``default-cine-split.yaml`` read from a file; in both cases its train, valid
+    and test must also equal the published paper split. ``(n, seed)`` must have a published file
+    (n in 10, 15, 25, 50; seed in 0, 1, 2). Then the result holds that file's train subjects and
+    ``split``'s valid and test, and its provenance names the file. Otherwise None.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or isinstance(seed, bool):
+        return None
+    if not isinstance(seed, (int, np.integer)) or not _is_paper_split(split):
+        return None
+    name = published_subset_name(int(n), int(seed))
+    if name not in PUBLISHED_SPLIT_FILES:
+        return None
+    published = published_split(name)
+    provenance = {
+        **published.provenance,
+        "file": PUBLISHED_SPLIT_FILES[name],
+        "subset": int(n),
+        "subset_seed": int(seed),
+        "subset_of": split.provenance.get("source"),
+    }
+    return Split(published.train, list(split.valid), list(split.test), provenance)
+
+
+def _is_paper_split(split: Split) -> bool:
+    provenance = split.provenance
+    by_name = provenance.get("published") == PAPER
+    by_file = Path(str(provenance.get("source", ""))).name == PUBLISHED_SPLIT_FILES[PAPER]
+    if not (by_name or by_file):
+        return False
+    paper = published_split(PAPER)
+    return all(sorted(getattr(split, part)) == sorted(getattr(paper, part)) for part in PARTS)
+
+
+def label_scarce_subset(split: Split, n: int | str, seed: int) -> Split:
+    """The fine-tuning subset of ``n`` training subjects (or ``"all"``) drawn with ``seed``.
+
+    The study's published file when there is one (:func:`published_subset`), since the study's
+    subsets cannot be redrawn (their procedure is not known, protocol 3.2); else :func:`subset`.
+    """
+    published = published_subset(split, n, seed)
+    return published if published is not None else subset(split, n, seed)
