@@ -136,11 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     split.add_argument("--cache", required=True, type=Path, help="prepared cache folder")
     split.add_argument("--out", required=True, type=Path, help="split JSON file to write")
-    split.add_argument("--upstream", type=Path, help="a split file of the study (YAML) or of cmrssp (JSON) to import")
+    split.add_argument("--upstream", type=Path, help="a split file of the study (YAML) or of cmrssp (JSON) to import, "
+                       "or a published split by name: paper, paper-nr10-seed0 ... paper-nr50-seed2, paper-vendor-A_B, "
+                       "paper-vendor-C_D")
     split.add_argument("--test", type=float, default=0.2, help="test subjects: a count (>= 1) or a fraction (< 1) (default 0.2)")
     split.add_argument("--valid-fraction", type=float, default=0.2, help="fraction of the remaining subjects for validation (default 0.2)")
     split.add_argument("--seed", type=int, default=0, help="seed of the drawn split (default 0)")
-    split.add_argument("--stratify-vendor", action="store_true", help="draw test and valid subjects per vendor")
+    split.add_argument("--stratify", choices=("pathology", "vendor"),
+                       help="draw test and valid subjects in proportion per group (ACDC: pathology = its five Groups)")
+    split.add_argument("--stratify-vendor", action="store_true", help="the same as --stratify vendor")
     split.add_argument("--subset", type=subset_size, help="keep this many training subjects (or 'all')")
     split.add_argument("--subset-seed", type=int, default=0, help="seed of the subset draw (default 0)")
     split.set_defaults(handler=run_split)
@@ -509,17 +513,19 @@ def run_prepare(args: argparse.Namespace) -> None:
 
 def run_split(args: argparse.Namespace) -> None:
     from cmrssp.data.cache import open_cache
-    from cmrssp.data.splits import make_split, read_split_file, subset
+    from cmrssp.data.splits import label_scarce_subset, read_split_file
+    from cmrssp.presets import DataConfig
+    from cmrssp.runs import study_split
 
     cache = open_cache(args.cache)
     if args.upstream is not None:
         split = read_split_file(args.upstream, available_keys=cache.keys)
-    else:
-        test = int(args.test) if args.test >= 1 else args.test
-        groups = {key: str(cache.meta(key).get("vendor")) for key in cache.keys} if args.stratify_vendor else None
-        split = make_split(cache.keys, test=test, valid_fraction=args.valid_fraction, seed=args.seed, stratify=groups)
+    else:  # the rule finetune and study draw with, so the file holds the split they would use
+        stratify = args.stratify or ("vendor" if args.stratify_vendor else "")
+        data = DataConfig(test_fraction=args.test, valid_fraction=args.valid_fraction, split_seed=args.seed, stratify=stratify)
+        split = study_split(data, cache)
     if args.subset is not None:
-        split = subset(split, args.subset, seed=args.subset_seed)
+        split = label_scarce_subset(split, args.subset, seed=args.subset_seed)
     split.save(args.out)
     print(f"train {len(split.train)}, valid {len(split.valid)}, test {len(split.test)} subjects -> {args.out}")
 

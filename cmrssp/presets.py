@@ -36,8 +36,8 @@ class DataConfig:
             ``test_fraction``, ``valid_fraction`` and ``split_seed``.
         n_subjects: training subjects to keep (0 = all), drawn with ``subset_seed`` and nested
             within a seed (10 ⊂ 15 ⊂ 25 ⊂ 50 ⊂ all).
-        test_fraction, valid_fraction, split_seed: the drawn split (test: a fraction of the
-            labelled subjects; valid: a fraction of the rest).
+        test_fraction, valid_fraction, split_seed: the drawn split (test: a fraction (< 1) or a
+            count (>= 1) of the labelled subjects; valid: a fraction of the rest).
         stratify: "" or a subject field ("pathology", "vendor") the drawn split is stratified
             over: test and valid then hold every group in proportion (ACDC: the five Groups).
     """

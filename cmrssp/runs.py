@@ -52,8 +52,8 @@ def study_split(data, cache: Cache) -> Split:
         if unknown:
             raise InputError(cache.path, f"cannot stratify by {data.stratify}: {len(unknown)} subjects have none "
                                          f"recorded, e.g. {unknown[:3]}")
-    split = make_split(labelled, test=data.test_fraction, valid_fraction=data.valid_fraction, seed=data.split_seed,
-                       stratify=groups)
+    test = int(data.test_fraction) if data.test_fraction >= 1 else data.test_fraction  # a count from 1 on
+    split = make_split(labelled, test=test, valid_fraction=data.valid_fraction, seed=data.split_seed, stratify=groups)
     if groups is not None:
         split.provenance["stratified_by"] = data.stratify
     return split

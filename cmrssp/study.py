@@ -3,7 +3,7 @@
 Steps (protocol 2, 3.2, 4, 5): prepare the data; pretrain each method; fine-tune from each
 method and from scratch for every training-subset size and subset seed; evaluate every
 fine-tuned run on the test split; write ``results.md``, ``results.csv`` (and ``results.png``
-with matplotlib) in the runs folder.
+with matplotlib) and ``convergence.txt`` (how each fine-tune's losses ended) in the runs folder.
 
 Every run has a fixed folder name in the runs folder; a run whose ``complete.json`` exists is
 skipped, one with a checkpoint resumes, others start. Evaluations are folders written
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
+from cmrssp import atomic
 from cmrssp.config import apply_overrides, to_dict
+from cmrssp.convergence import convergence_rows
 from cmrssp.data.cache import Cache, open_cache
 from cmrssp.errors import InputError
 from cmrssp.evaluate import EvaluateOptions, evaluate_run, evaluation_folder, run_evaluation
@@ -33,6 +35,7 @@ from cmrssp.protocols import PROTOCOLS, Protocol, StudyGrid
 from cmrssp.presets import FinetuneConfig, PretrainConfig, finetune_preset, pretrain_preset
 from cmrssp.pretrain import run_pretrain
 from cmrssp.results import write_study_results
+from cmrssp.table import format_table
 from cmrssp.runs import resolve_cache
 from cmrssp.train import CHECKPOINT, RUN_COMPLETE, make_plan
 
@@ -119,9 +122,10 @@ def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
 
 
 # Measured seconds per training sample (a slice; DINO: one slice = 8 crops) on the 2-core
-# development VM (benchmarks/bench_train.py, bench_pretrain.py, cpu preset); used only for
-# --dry-run estimates on the CPU. Other machines: see the README's benchmark table.
-CPU_SECONDS_PER_SAMPLE = {"finetune": 1 / 180, "simclr": 1 / 280, "pcl": 1 / 260, "dino": 1 / 95, "mim": 1 / 240}
+# development VM (pretraining: benchmarks/bench_pretrain.py, cpu preset; fine-tuning: a whole
+# cpu-preset run on ACDC at 64², validation and checkpoints included); used only for --dry-run
+# estimates on the CPU. Other machines: see the README's benchmark table.
+CPU_SECONDS_PER_SAMPLE = {"finetune": 1 / 55, "simclr": 1 / 280, "pcl": 1 / 260, "dino": 1 / 95, "mim": 1 / 240}
 
 
 def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: EvaluateOptions) -> str:
@@ -215,6 +219,11 @@ def run_study(
             evaluate_run(run.folder, evaluate, log=log)
         evaluations.append(run_evaluation(run.folder, evaluate))
     written = write_study_results(evaluations, runs_dir)
+    convergence = runs_dir / "convergence.txt"
+    atomic.write_text(convergence, "Loss at the end of each fine-tune (cmrssp.convergence): the last 20 % of its updates "
+                      "against the 20 % before\n\n" + format_table(convergence_rows(run.folder for run in runs
+                                                                                          if run.kind == "finetune")) + "\n")
+    written["convergence"] = convergence
     log(f"[study] finished in {time.perf_counter() - started:.0f} s; results: "
         + ", ".join(str(path) for path in written.values()))
     return written

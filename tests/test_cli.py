@@ -88,6 +88,24 @@ def test_upstream_split_with_unknown_subjects_fails_clearly(tmp_path, tiny_cohor
     assert code == 2
     assert str(upstream) in error and "4 subject(s)" in error and "not available" in error
     assert not (tmp_path / "s.json").exists()
+    # the study's published splits by name, with no file at hand: this cache lacks their subjects
+    code = run.main(["split", "--cache", str(cache_dir), "--out", str(tmp_path / "s.json"), "--upstream", "paper-nr10-seed0"])
+    error = error_line(capsys)
+    assert code == 2 and "published split paper-nr10-seed0" in error and "not available" in error
+    assert run.main(["finetune", "--preset", "tiny", "--data", str(cache_dir), "--split", "paper", "--no-progress",
+                     "--out", str(tmp_path / "run")]) == 2
+    assert "published split paper" in error_line(capsys)
+    # a drawn split stratified over a subject field, by the rule finetune draws with
+    assert run.main(["split", "--cache", str(cache_dir), "--out", str(tmp_path / "s.json"), "--test", "0.25",
+                     "--stratify", "pathology"]) == 0
+    assert Split.load(tmp_path / "s.json").provenance["stratified_by"] == "pathology"
+
+
+def test_command_line_names_match_the_package():
+    from cmrssp.presets import PRESET_NAMES
+    from cmrssp.protocols import PROTOCOLS
+
+    assert run.PRESET_NAMES == PRESET_NAMES and run.PROTOCOL_NAMES == tuple(PROTOCOLS)
 
 
 def error_line(capsys) -> str:

@@ -155,6 +155,7 @@ def test_acdc_protocol_study_runs_on_a_synthetic_acdc_cohort(tmp_path, capsys):
     pool = json.loads((runs / "finetune-mim-nall-s0" / "split.json").read_text())
     assert pool["test"] == split["test"] and pool["valid"] == split["valid"] and split["train"][0] in pool["train"]
     assert len((runs / "results.csv").read_text().splitlines()) == 1 + 4  # (scratch, mim) x (1, all)
+    assert "finetune-mim-n1-s0" in (runs / "convergence.txt").read_text()
 
 
 def test_a_protocol_refuses_a_cache_of_another_dataset(tmp_path):
