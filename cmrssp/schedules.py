@@ -41,6 +41,7 @@ def learning_rate_schedule(
     power: float = 0.9,
     final: float = 0.0,
     warmup_epochs: int = 0,
+    total_steps: int | None = None,
 ) -> np.ndarray:
     """The learning rate of every iteration of a run.
 
@@ -49,15 +50,20 @@ def learning_rate_schedule(
         unit: "epoch" steps the schedule once per epoch (the study, protocol 7.13); "iteration"
             steps it every iteration (what an iteration budget needs).
         warmup_epochs: linear warm-up from 0 before the schedule (DINO: 10 epochs, per iteration).
+        total_steps: the run's length when it ends within its last epoch (an iteration budget);
+            with ``unit="iteration"`` the schedule then runs its whole course over exactly these
+            steps, so it decays to its end value at the budget's last step, not past it.
 
     Returns:
-        float64 array of length ``epochs · iterations_per_epoch``.
+        float64 array of length ``total_steps`` (default ``epochs · iterations_per_epoch``).
     """
     if kind not in ("poly", "cosine", "constant"):
         raise ValueError(f"unknown schedule {kind!r}")
     if unit not in ("epoch", "iteration"):
         raise ValueError(f"unknown schedule unit {unit!r}")
-    total = epochs * iterations_per_epoch
+    total = epochs * iterations_per_epoch if total_steps is None else total_steps
+    if unit == "epoch" and total_steps is not None and total_steps > epochs * iterations_per_epoch:
+        raise ValueError(f"total_steps {total_steps} exceeds {epochs} epochs of {iterations_per_epoch} iterations")
     warmup = min(warmup_epochs * iterations_per_epoch, total)
     if unit == "epoch":
         steps, repeat = epochs - min(warmup_epochs, epochs), iterations_per_epoch

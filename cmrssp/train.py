@@ -306,9 +306,9 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
         epochs, total, unit = train.epochs, train.epochs * per_epoch, optimizer.schedule_unit
     rates = learning_rate_schedule(
         optimizer.schedule, optimizer.lr, epochs, per_epoch, unit=unit, power=optimizer.poly_power,
-        final=optimizer.final_lr, warmup_epochs=optimizer.warmup_epochs,
+        final=optimizer.final_lr, warmup_epochs=optimizer.warmup_epochs, total_steps=total,
     )
-    return Plan(batch_size, per_epoch, epochs, total, rates[:total])
+    return Plan(batch_size, per_epoch, epochs, total, rates)
 
 
 def is_validation_epoch(epoch: int, plan: Plan, train: TrainConfig) -> bool:

@@ -5,9 +5,9 @@ import torch
 from cmrssp import schedules
 
 
-def torch_reference(scheduler_factory, epochs):
+def torch_reference(scheduler_factory, epochs, lr=0.01):
     parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=0.01)
+    optimizer = torch.optim.SGD([parameter], lr=lr)
     scheduler = scheduler_factory(optimizer)
     values = []
     for _ in range(epochs):
@@ -37,3 +37,13 @@ def test_iteration_unit_and_warmup():
     np.testing.assert_allclose(lr[:5], [0.0, 0.2, 0.4, 0.6, 0.8])
     assert lr[5] == pytest.approx(1.0) and np.all(np.diff(lr[5:]) < 0) and lr[-1] > 1e-6
     assert schedules.linear(0.02, 0.04, 3).tolist() == pytest.approx([0.02, 0.03, 0.04])
+
+
+def test_an_iteration_budget_gets_the_whole_schedule():
+    # 3 epochs of 10 iterations, but a budget of 23 steps: poly over exactly 23 steps (torch PolynomialLR, total_iters=23)
+    lr = schedules.learning_rate_schedule("poly", 0.1, epochs=3, iterations_per_epoch=10, unit="iteration", total_steps=23)
+    reference = torch_reference(lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=23, power=0.9), 23, lr=0.1)
+    assert lr.shape == (23,)
+    np.testing.assert_allclose(lr, reference, rtol=1e-9)
+    with pytest.raises(ValueError, match="exceeds"):
+        schedules.learning_rate_schedule("poly", 0.1, epochs=3, iterations_per_epoch=10, total_steps=31)
