@@ -67,8 +67,10 @@ class Protocol:
         name: as given to ``--protocol``.
         grids: the study grid per preset (a preset missing here uses ``grid``).
         grid: the grid of every other preset.
-        data: DataConfig fields the protocol sets (split rule, stratification, synthetic layout).
+        data: DataConfig fields the protocol sets (the split rule and its stratification).
         datasets: the datasets the cache must hold (empty: any).
+        synthetic_layout: the on-disk layout of the synthetic cohort used without --data ("" =
+            the preset's), so that the protocol's reader is the one exercised.
         preferred_cpu_preset: the preset a CPU run of this protocol uses unless --preset says.
     """
 
@@ -77,6 +79,7 @@ class Protocol:
     grids: dict[str, StudyGrid] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     datasets: tuple[str, ...] = ()
+    synthetic_layout: str = ""
     preferred_cpu_preset: str = "cpu"
 
     def grid_for(self, preset: str) -> StudyGrid:
@@ -86,9 +89,8 @@ class Protocol:
         """``data`` (a DataConfig) with the protocol's split rule; the synthetic cohort's layout
         follows the protocol's dataset."""
         changes = dict(self.data)
-        layout = changes.pop("synthetic_layout", None)
-        if layout:
-            changes["synthetic"] = dataclasses.replace(data.synthetic, layout=layout)
+        if self.synthetic_layout:
+            changes["synthetic"] = dataclasses.replace(data.synthetic, layout=self.synthetic_layout)
         return dataclasses.replace(data, **changes)
 
     def check_cache(self, cache: Cache) -> None:
@@ -109,9 +111,8 @@ PROTOCOLS: dict[str, Protocol] = {
     "acdc": Protocol(
         "acdc", grid=ACDC_GRID, grids={"tiny": StudyGrid(subsets=(1, 0), seeds=(0,))},
         # 20 of 100 test (0.2), 10 of the remaining 80 validation (0.125), stratified by Group
-        data={"split": "", "test_fraction": 0.2, "valid_fraction": 0.125, "split_seed": 0, "stratify": "pathology",
-              "synthetic_layout": "acdc"},
-        datasets=("acdc",), preferred_cpu_preset="cpu-real",
+        data={"split": "", "test_fraction": 0.2, "valid_fraction": 0.125, "split_seed": 0, "stratify": "pathology"},
+        datasets=("acdc",), synthetic_layout="acdc", preferred_cpu_preset="cpu-real",
     ),
 }
 
