@@ -43,3 +43,21 @@ def test_overrides_set_nested_fields_and_refuse_unknown_names():
         apply_overrides(config, ["augment.centring=heart"])
     with pytest.raises(InputError, match="section.field=value"):
         apply_overrides(config, ["augment"])
+
+
+def test_paper_preset_precision_is_upstreams():
+    """protocol 7.20: supervised training (and so its evaluation) in float32; SimCLR, DINO and MIM
+    pretraining with fp16 autocast and a grad scaler; PCL in float32. The small presets: auto."""
+    from cmrssp.presets import finetune_preset, pretrain_preset
+    from cmrssp.train import resolve_precision
+
+    assert finetune_preset("paper").train.amp == "off"
+    assert {m: pretrain_preset("paper", m).train.amp for m in ("simclr", "pcl", "dino", "mim")} == {
+        "simclr": "fp16", "pcl": "off", "dino": "fp16", "mim": "fp16"}
+    for preset in ("cpu", "cpu-real", "tiny"):
+        assert finetune_preset(preset).train.amp == "auto"
+        assert all(pretrain_preset(preset, m).train.amp == "auto" for m in ("simclr", "pcl", "dino", "mim"))
+    import torch
+
+    fp16 = resolve_precision("fp16", torch.device("cuda"))  # resolved without touching a GPU
+    assert fp16.dtype == torch.float16 and fp16.use_scaler

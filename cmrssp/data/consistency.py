@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from cmrssp.data.cache import Cache
 from cmrssp.data.subject import LV, MYO, RV
 from cmrssp.errors import InputError
+from cmrssp.measures import checked_spacing, class_volumes_ml
 from cmrssp.metrics import dice_3d
 from cmrssp.prediction import logits_to_native
 
@@ -43,22 +44,6 @@ CLASS_NAMES = {LV: "LV", MYO: "MYO", RV: "RV"}
 N_CHANNELS = 4  # background + the three cardiac classes, as the segmentation network's logits
 VOLUME_TOLERANCE = 0.02  # |prepared / original - 1| per class and volume
 DICE_THRESHOLD = 0.98  # round-trip 3D Dice per class, original grid not finer than the target
-
-
-def class_volumes_ml(labels: np.ndarray, spacing) -> np.ndarray:
-    """Volume in mL of each class (LV, MYO, RV) of one canonical label volume.
-
-    Args:
-        labels: integer labels of any 3D layout, e.g. (X, Y, Z) or (Z, C, C).
-        spacing: (3,) voxel size in mm, in any order (only the product is used).
-
-    Returns:
-        float64 (3,): voxel count of class 1, 2, 3 times the voxel volume, / 1000 (mm³ -> mL).
-    """
-    voxel_mm3 = float(np.prod(_spacing(spacing)))
-    labels = np.asarray(labels)
-    counts = np.array([np.count_nonzero(labels == label) for label in CLASSES], dtype=np.float64)
-    return counts * voxel_mm3 / 1000.0
 
 
 def prepared_spacing(meta: dict[str, Any]) -> np.ndarray:
@@ -121,7 +106,7 @@ def subject_report(
     """
     meta = cache.meta(key)
     reference = np.asarray(reference_labels)
-    spacing = _spacing(reference_spacing)
+    spacing = checked_spacing(reference_spacing)
     phases = [str(phase) for phase in meta["label_phases"]]
     expected = tuple(int(n) for n in meta["native_shape"][:3]) + (len(phases),)
     if reference.dtype.kind not in "iub" or reference.shape != expected:
@@ -176,13 +161,6 @@ def _canvas_labels(cache: Cache, key: str) -> np.ndarray:
             cache.array_path(key, "labels.npy"), f"holds label {int(labels.max())}; canonical labels are 0..3"
         )
     return labels
-
-
-def _spacing(spacing) -> np.ndarray:
-    values = np.asarray(spacing, dtype=np.float64).ravel()
-    if values.shape != (3,) or not np.all(np.isfinite(values) & (values > 0)):
-        raise InputError(None, f"voxel spacing must be 3 positive finite numbers (mm), got {spacing!r}")
-    return values
 
 
 def _relative_error(value: float, reference: float) -> float:
