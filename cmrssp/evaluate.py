@@ -6,7 +6,11 @@ original ground truth. A run's evaluation is one folder, written atomically::
 
     RUN/evaluation-<split>-<checkpoint>[-lcc]/
         volumes.csv        one row per volume (dataset, subject, vendor, phase, Dice/HD95 per class and mean)
-        summary.json       mean, std, median, ... per metric; ED/ES pooled and separate
+        summary.json       mean, std, median, ... per metric; ED/ES pooled and separate; agreement
+        measures.csv       per subject with ED and ES: volumes, EF, LV mass from the prediction and from
+                           the ground truth (cmrssp.agreement; column source)
+        agreement.csv      per measure: MAE, bias, 95 % limits of agreement, Pearson's r
+        agreement.png      with matplotlib: Bland-Altman and scatter plot per measure
         evaluation.json    what was evaluated: weights, cache, split, options, time
         nifti/<key>_<phase>.nii.gz   with --export-nifti: predicted labels with the source file's
                            shape, sform, qform, their codes and pixdim (so a viewer overlays them)
@@ -27,6 +31,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from cmrssp.agreement import (AGREEMENT_COLUMNS, AGREEMENT_FILE, MEASURES_FILE, plot_agreement, read_measures_csv,
+                               run_agreement, subject_measure_rows, write_rows_csv)
 from cmrssp.atomic import atomic_directory, write_json
 from cmrssp.data.cache import Cache, open_cache
 from cmrssp.data.nifti import write_nifti
@@ -172,12 +178,21 @@ def evaluate_run(run_dir: Path, options: EvaluateOptions = EvaluateOptions(), lo
     model = load_run_model(run_dir, config, options.checkpoint, device)
 
     folder = evaluation_folder(run_dir, options)
-    rows = []
+    rows, measure_rows = [], []
     with atomic_directory(folder) as temporary:
         for key in keys:
-            rows.extend(_evaluate_subject(model, cache, key, options, precision, temporary / "nifti"))
+            volumes, measures = _evaluate_subject(model, cache, key, options, precision, temporary / "nifti")
+            rows.extend(volumes)
+            measure_rows.extend(measures)
         write_volumes_csv(temporary / "volumes.csv", rows)
-        write_json(temporary / "summary.json", to_jsonable(summarize_volumes(rows)))
+        summary = summarize_volumes(rows)
+        if measure_rows:
+            write_rows_csv(temporary / MEASURES_FILE, measure_rows, list(measure_rows[0]))
+            agreement = run_agreement(measure_rows)
+            write_rows_csv(temporary / AGREEMENT_FILE, agreement, AGREEMENT_COLUMNS)
+            summary["agreement"] = {row["measure"]: {k: v for k, v in row.items() if k != "measure"} for row in agreement}
+            plot_agreement(measure_rows, temporary / "agreement.png", title=f"{run_dir.name}: {options.split} subjects")
+        write_json(temporary / "summary.json", to_jsonable(summary))
         write_json(temporary / "evaluation.json", {
             "run": str(run_dir), "weights": f"weights-{options.checkpoint}.pt", "cache": str(cache.path),
             "subjects": len(keys), "volumes": len(rows), "options": asdict(options), "device": str(device),
@@ -189,19 +204,23 @@ def evaluate_run(run_dir: Path, options: EvaluateOptions = EvaluateOptions(), lo
     return folder
 
 
-def _evaluate_subject(model, cache: Cache, key: str, options: EvaluateOptions, precision, nifti_dir: Path) -> list[dict]:
+def _evaluate_subject(model, cache: Cache, key: str, options: EvaluateOptions, precision,
+                      nifti_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(one score row per labelled volume, the subject's predicted and reference measures)."""
     meta = cache.meta(key)
     rows = []
+    predictions = []
     for prediction in predict_subject(model, cache, key, options.batch_size, precision):
         if options.largest_component:
             prediction = dataclasses.replace(prediction, labels=largest_component_per_class(prediction.labels))
+        predictions.append(prediction)
         rows.append(score_volume(prediction, meta))
         if options.export_nifti:
             labels = prediction.labels
             if options.label_convention == "source":
                 labels = source_label_lookup(meta, cache.array_path(key, "meta.json"))[labels]
             export_labels(nifti_dir / f"{key}_{prediction.phase}.nii.gz", labels, meta)
-    return rows
+    return rows, subject_measure_rows(predictions, meta)
 
 
 def export_labels(path: Path, labels: np.ndarray, meta: dict[str, Any]) -> None:
@@ -229,7 +248,8 @@ def run_evaluation(run_dir: Path, options: EvaluateOptions) -> RunEvaluation:
         init = Path(init).name.split(".")[0]
     return RunEvaluation(run=Path(run_dir).name, init=init, n_subjects=config.data.n_subjects,
                          n_train=len(split.train), seed=config.data.subset_seed,
-                         volumes=tuple(read_volumes_csv(folder / "volumes.csv")))
+                         volumes=tuple(read_volumes_csv(folder / "volumes.csv")),
+                         measures=tuple(read_measures_csv(folder / MEASURES_FILE)))
 
 
 def evaluate_pending(runs_dir: Path, options: EvaluateOptions = EvaluateOptions(), log=print) -> list[RunEvaluation]:

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from cmrssp.agreement import measures_markdown, study_measure_rows
 from cmrssp.atomic import atomic_path, write_text
 from cmrssp.errors import InputError, read_text
 from cmrssp.table import format_table
@@ -193,6 +194,8 @@ class RunEvaluation:
         n_train: how many training subjects the run actually had.
         seed: the subset seed (protocol §3.2).
         volumes: the per-volume rows (:data:`VOLUME_COLUMNS`).
+        measures: the per-subject clinical measures, predicted and reference
+            (:mod:`cmrssp.agreement`); empty for an evaluation made before they existed.
     """
 
     run: str
@@ -201,9 +204,11 @@ class RunEvaluation:
     n_train: int
     seed: int
     volumes: Sequence[dict[str, Any]]
+    measures: Sequence[dict[str, Any]] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "volumes", tuple(self.volumes))
+        object.__setattr__(self, "measures", tuple(self.measures))
         if not self.volumes:
             raise InputError(self.run, "the run has no evaluated test volumes")
 
@@ -457,7 +462,7 @@ def write_study_results(evaluations: Sequence[RunEvaluation], out_dir: str | os.
     rows = study_table(evaluations, baseline)
     written = {"csv": out_dir / "results.csv", "markdown": out_dir / "results.md"}
     write_text(written["csv"], _study_csv(rows))
-    write_text(written["markdown"], study_markdown(rows, baseline))
+    write_text(written["markdown"], study_markdown(rows, baseline) + measures_markdown(study_measure_rows(evaluations)))
     figure = plot_study(rows, out_dir / "results.png", baseline)
     if figure is not None:
         written["figure"] = figure

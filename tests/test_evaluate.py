@@ -110,3 +110,36 @@ def test_evaluate_errors_name_the_problem(trained, tmp_path, capsys):
     (broken / "weights-last.pt").write_bytes(b"not a weight file")
     assert run.main(["evaluate", "--run", str(broken)]) == 2
     assert "weights-last.pt" in capsys.readouterr().err and not (broken / "evaluation-test-last").exists()
+
+
+def test_evaluation_reports_clinical_measures_against_the_ground_truth(trained):
+    import csv
+
+    from cmrssp.agreement import read_measures_csv, split_by_source
+    from cmrssp.measures import MEASURES
+
+    run_dir = trained / "runs" / "finetune-scratch-nall-s0"
+    folder = evaluate_run(run_dir, EvaluateOptions(), log=lambda _: None)
+    predicted, reference = split_by_source(read_measures_csv(folder / "measures.csv"))
+    split = Split.load(run_dir / "split.json")
+    assert sorted(row["key"] for row in reference) == sorted(split.test) == sorted(row["key"] for row in predicted)
+    # the reference measures are the phantom's own: its QA file counts the same voxels at the same ED/ES
+    qa_file = next(trained.glob("data/**/phantom_qa.csv"))
+    qa = {f"mnms-{row['subject_id']}": row for row in csv.DictReader(qa_file.open())}
+    for row in reference:
+        truth = qa[row["key"]]
+        assert row["lvef_pct"] == pytest.approx(float(truth["lv_ef_pct"]), abs=0.006)
+        assert row["rvef_pct"] == pytest.approx(float(truth["rv_ef_pct"]), abs=0.006)
+        assert row["lvmass_g"] == pytest.approx(float(truth["myo_mass_ed_g"]), abs=0.006)
+    with open(folder / "agreement.csv") as handle:
+        agreement = {row["measure"]: row for row in csv.DictReader(handle)}
+    assert list(agreement) == list(MEASURES)
+    for measure in ("lvedv_ml", "lvef_pct"):  # an EF is NaN where the tiny model predicts no LV: dropped, counted
+        differences = np.array([p[measure] - r[measure] for p, r in zip(predicted, reference)])
+        kept = differences[np.isfinite(differences)]
+        assert int(agreement[measure]["n"]) == kept.size and int(agreement[measure]["n_dropped"]) == differences.size - kept.size
+        if kept.size:
+            assert float(agreement[measure]["bias"]) == pytest.approx(kept.mean())
+            assert float(agreement[measure]["mae"]) == pytest.approx(np.abs(kept).mean())
+    assert int(agreement["lvedv_ml"]["n"]) == len(reference)  # a volume always exists
+    assert "lvef_pct" in json.loads((folder / "summary.json").read_text())["agreement"]
