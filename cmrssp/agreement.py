@@ -171,7 +171,8 @@ def measures_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
         cells = [str(row["init"]), "all" if row["n_subjects"] == 0 else str(row["n_subjects"]), str(row["seeds"])]
-        cells += [f"{row[f'{m}_mae']:.1f} ({row[f'{m}_bias']:+.1f})" for m in MEASURES]
+        cells += ["–" if math.isnan(row[f"{m}_mae"]) else f"{row[f'{m}_mae']:.1f} ({row[f'{m}_bias']:+.1f})"
+                  for m in MEASURES]  # – : no subject with both values (e.g. no LV predicted: no EF)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([
         "## Clinical measures",
