@@ -10,7 +10,9 @@
     python run.py pretrain --method M          self-supervised pretraining (simclr, pcl, dino, mim)
     python run.py finetune [--n-subjects N] [--init M]
                                                the from-scratch baseline or fine-tuning
-    python run.py evaluate [--run RUN]         3D Dice and HD95 in original space
+    python run.py evaluate [--run RUN]         3D Dice, HD95 and clinical measures in original space
+    python run.py predict  --run RUN --input SCAN --out DIR
+                                               segment new scans: labels, volume curves, EF, mass
     python run.py study                        all of it: prepare, pretrain, fine-tune, evaluate, results
     python run.py probe                        linear probe of random vs pretrained encoder features
 
@@ -217,6 +219,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: CUDA when present)")
     evaluate.set_defaults(handler=run_evaluate)
 
+    predict = commands.add_parser(
+        "predict",
+        help="segment new cine scans with a fine-tuned run: label NIfTI files, volumes and cardiac measures",
+        description="Read each --input (a 3D/4D NIfTI file, or a dataset folder), preprocess it in memory as the "
+        "run's training cache was (no cache written, no ground truth needed), predict every frame and slice, map "
+        "the logits back onto the scan's own grid and write OUT/<subject>_pred.nii.gz (the input's header), "
+        "OUT/volumes.csv (LV, MYO, RV mL per frame) and OUT/measures.csv (EDV, ESV, SV, EF, LV mass, indexed to BSA "
+        "when height and weight are known; ED/ES from the dataset, else from the predicted LV volume curve).",
+    )
+    predict.add_argument("--run", type=Path, required=True, help="a fine-tuning run folder")
+    predict.add_argument("--input", type=Path, action="append", required=True,
+                         help="a NIfTI file (3D = one frame, 4D cine) or a dataset folder (repeatable)")
+    predict.add_argument("--dataset", choices=DATASET_CHOICES,
+                         help="layout of the folder inputs (default: detected from the metadata file each layout "
+                         "requires; a folder with none is read as loose NIfTI files)")
+    predict.add_argument("--out", type=Path, required=True, help="folder for the label files and tables")
+    predict.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                         help="weights to use: last (default) or best (lowest validation loss)")
+    predict.add_argument("--source-labels", action="store_true",
+                         help="label files in the source dataset's values (e.g. ACDC: 1 RV, 3 LV) instead of 1 LV, 2 MYO, 3 RV")
+    predict.add_argument("--batch-size", type=positive_int, default=64, help="slices per forward pass (default 64)")
+    predict.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    predict.set_defaults(handler=run_predict)
+
     study = commands.add_parser(
         "study",
         help="the whole study: prepare, pretrain 4 methods, fine-tune a grid, evaluate, write results.md",
@@ -415,6 +441,14 @@ def run_evaluate(args: argparse.Namespace) -> None:
     else:
         evaluations = evaluate_pending(args.runs_dir, options)
     print(format_runs_table(evaluations))
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from cmrssp.predict import predict_inputs
+
+    predict_inputs(args.run, args.input, args.out, checkpoint=args.checkpoint, dataset=args.dataset,
+                   label_convention="source" if args.source_labels else "canonical",
+                   batch_size=args.batch_size, device=args.device)
 
 
 def run_study(args: argparse.Namespace) -> None:

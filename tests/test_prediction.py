@@ -102,3 +102,15 @@ def test_outside_the_field_of_view_takes_the_border_logits():
     offset = (40 - 16) // 2
     assert (native[:, :offset] == 3).all()  # everything left of the window
     assert (native[:, offset + 2 :] == 0).all()
+
+
+def test_first_max_class_is_argmax_with_ties_to_the_lower_class():
+    import torch
+
+    from cmrssp.prediction import first_max_class
+
+    logits = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    logits[0, 2] = logits[0, 1]  # exact ties: argmax takes the first
+    logits[1] = 0.0
+    labels = first_max_class(logits)
+    assert labels.dtype == torch.uint8 and torch.equal(labels.long(), logits.argmax(dim=1))

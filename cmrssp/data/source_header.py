@@ -117,7 +117,8 @@ def write_like_source(
 
     Args:
         path: the ``.nii.gz`` or ``.nii`` file to write.
-        labels: integer label volume, shape (X, Y, Z) = the record's dim[1:4].
+        labels: integer labels, (X, Y, Z) with (X, Y, Z) = the record's dim[1:4], or a cine of
+            them (X, Y, Z, T) (the record's pixdim[4], the frame time, is kept).
         record: a geometry record from :func:`header_geometry` (possibly through JSON).
         dtype: the on-disk integer type; values are stored unscaled (scl_slope 1, scl_inter 0).
 
@@ -130,7 +131,7 @@ def write_like_source(
     labels = np.asarray(labels)
     dtype = np.dtype(dtype)
     expected_shape = tuple(record["dim"][1:4])
-    if labels.ndim != 3 or labels.shape != expected_shape:
+    if labels.ndim not in (3, 4) or labels.shape[:3] != expected_shape:
         raise InputError(
             path, f"label volume shape {tuple(labels.shape)} differs from the source image shape {expected_shape}"
         )
@@ -200,7 +201,7 @@ def _checked_record(path: Path, record: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _set_geometry(header: nib.Nifti1Header, record: Mapping[str, Any]) -> None:
-    # dim stays as the constructor set it from the data (3D, dim[4:] = 1); everything else is
+    # dim stays as the constructor set it from the data (3D or 4D); everything else is
     # copied raw, bypassing set_qform/set_sform/set_zooms, which would recompute or re-round.
     header["pixdim"] = record["pixdim"]
     header["qform_code"] = record["qform_code"]
@@ -226,8 +227,8 @@ def _verify_written(temporary: Path, record: Mapping[str, Any], data: np.ndarray
     header_class = _IMAGE_CLASSES[record["format"]].header_class
     header = header_class(raw[: header_class.sizeof_hdr], check=False)
     problems = geometry_differences(header, record)
-    if int(header["dim"][0]) != 3:
-        problems.append("dim[0]")
+    if list(header["dim"][: data.ndim + 1]) != [data.ndim, *data.shape]:
+        problems.append("dim")
     if header.get_data_dtype().newbyteorder("=") != data.dtype.newbyteorder("="):
         problems.append("datatype")
     if (float(header["scl_slope"]), float(header["scl_inter"])) != (1.0, 0.0):
