@@ -320,7 +320,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESET_NAMES,
                         help="'paper': the study's scale (1.25 mm, 256 px, full U-Net, 1000 epochs); 'cpu': a 2-core "
                         "laptop trains a useful model in minutes (5 mm, 64 px, smaller U-Net); 'cpu-real': the cpu "
-                        "network for real scans (40 epochs bounded to 300-1,500 updates, validation every 100); "
+                        "network for real scans (40 epochs bounded to 1,000-1,500 updates, validation every 100); "
                         "'tiny': seconds, for tests. Default: paper on CUDA, cpu otherwise")
     parser.add_argument("--data", type=Path, help="prepared cache folder (default: the built-in synthetic cohort)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<a name saying what the run is>)")

@@ -122,10 +122,10 @@ def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
 
 
 # Measured seconds per training sample (a slice; DINO: one slice = 8 crops) on the 2-core
-# development VM (pretraining: benchmarks/bench_pretrain.py, cpu preset; fine-tuning: a whole
-# cpu-preset run on ACDC at 64², validation and checkpoints included); used only for --dry-run
-# estimates on the CPU. Other machines: see the README's benchmark table.
-CPU_SECONDS_PER_SAMPLE = {"finetune": 1 / 55, "simclr": 1 / 280, "pcl": 1 / 260, "dino": 1 / 95, "mim": 1 / 240}
+# development VM, 2026-12-01, whole runs of the ACDC study at 64² (validation and checkpoints
+# included); used only for --dry-run estimates on the CPU. That VM ran at a quarter of its
+# 2026-11-28 speed that day (README "ACDC, real scans"), so these are pessimistic.
+CPU_SECONDS_PER_SAMPLE = {"finetune": 1 / 55, "simclr": 1 / 59, "pcl": 1 / 51, "dino": 1 / 13, "mim": 1 / 60}
 
 
 def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: EvaluateOptions) -> str:
