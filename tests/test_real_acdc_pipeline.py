@@ -103,3 +103,26 @@ def test_exports_carry_the_source_files_geometry(pipeline):
                 np.testing.assert_array_equal(exported.affine, source.affine)
             assert exported.get_data_dtype() == np.uint8
             assert set(np.unique(np.asarray(exported.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_predict_on_a_real_cine_keeps_its_header_and_finds_ed_es(pipeline):
+    """patient090's real 4D cine as a loose file (ED/ES from the predicted LV curve, or none if
+    this 1-epoch model predicts no LV) and as a patient folder (ED/ES from Info.cfg: 4 and 11)."""
+    import csv
+
+    root, _ = pipeline
+    cine = REAL_ACDC / "patient090" / "patient090_4d.nii.gz"
+    out = root / "predicted"
+    assert run.main(["predict", "--run", str(root / "runs" / "ft"), "--input", str(cine), "--input",
+                     str(root / "training" / "patient001"), "--out", str(out)]) == 0
+    written, source = nib.load(out / "patient090_4d_pred.nii.gz"), nib.load(cine)
+    assert written.shape == source.shape and geometry_differences(written.header, source.header) == []
+    assert written.header["pixdim"][4] == source.header["pixdim"][4]
+    with open(out / "volumes.csv") as handle:
+        assert sum(row["subject"] == "patient090_4d" for row in csv.DictReader(handle)) == source.shape[3]
+    with open(out / "measures.csv") as handle:
+        measures = {row["subject"]: row for row in csv.DictReader(handle)}
+    assert measures["patient090_4d"]["ed_es_source"] in ("curve", "none")
+    folder_row = next(row for name, row in measures.items() if name != "patient090_4d")
+    assert (folder_row["ed_es_source"], folder_row["ed_frame"], folder_row["es_frame"]) == ("dataset", "0", "1")
+    assert float(folder_row["bsa_m2"]) == pytest.approx((184.0 * 95.0 / 3600) ** 0.5, abs=1e-3)  # Info.cfg
