@@ -624,3 +624,18 @@ def test_refs_are_picklable_hashable_and_raw_files_unchanged(tmp_path):
             json.dumps(subject.extra)  # kept in the cache as JSON
             subject.image += 1.0  # writing the in-memory copy must not reach the file
     assert tree_hashes(tmp_path) == before
+
+
+def test_find_files_follows_symlinked_folders_once(tmp_path):
+    from cmrssp.data.sources import find_files
+
+    elsewhere = tmp_path / "elsewhere" / "patient001"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "Info.cfg").write_text("ED: 1\n")
+    (elsewhere / ".hidden.cfg").write_text("")
+    root = tmp_path / "dataset"
+    root.mkdir()
+    (root / "patient001").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(root, target_is_directory=True)  # a link back up: visited once
+    found = find_files(root, r".*\.cfg")
+    assert found == [root / "patient001" / "Info.cfg"]

@@ -135,13 +135,23 @@ def _visible(path: Path, root: Path) -> bool:
 
 
 def find_files(root: Path, pattern: str | re.Pattern[str]) -> list[Path]:
-    """Files under ``root`` (recursively) whose name fully matches ``pattern``, sorted."""
+    """Files under ``root`` (recursively) whose name fully matches ``pattern``, sorted.
+
+    Symlinked folders are followed (a dataset is often a folder of links to patient folders kept
+    elsewhere), each real folder once, so a link loop cannot recurse forever.
+    """
     regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-    found = [
-        path
-        for path in root.rglob("*")
-        if regex.fullmatch(path.name) and path.is_file() and _visible(path, root)
-    ]
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        for name in files:
+            path = Path(folder) / name
+            if regex.fullmatch(name) and path.is_file() and _visible(path, root):
+                found.append(path)
     return sorted(found)
 
 
