@@ -22,9 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cmrssp.atomic import atomic_path, write_text
+from cmrssp.atomic import atomic_path
 from cmrssp.errors import read_text
 from cmrssp.measures import MEASURES, agreement_table, cardiac_measures
+from cmrssp.table import write_csv
 
 SOURCES = ("prediction", "reference")
 MEASURES_FILE = "measures.csv"  # in an evaluation folder
@@ -68,13 +69,7 @@ def run_agreement(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_rows_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Rows as CSV, floats exact (``repr``: ``nan``, ``inf``), None as an empty cell; atomic."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else repr(float(row[c])) if isinstance(row[c], (float, np.floating))
-                         else str(row[c]) for c in columns])
-    write_text(path, buffer.getvalue())
+    write_csv(path, rows, columns)
 
 
 def read_measures_csv(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -160,26 +160,17 @@ class CardiacMeasures:
     es_frame: int | None = None
 
     def as_row(self) -> dict[str, float | None]:
-        """The values under stable column names with units (one table row)."""
-        return {
-            "lvedv_ml": self.lv_edv,
-            "lvesv_ml": self.lv_esv,
-            "lvsv_ml": self.lv_sv,
-            "lvef_pct": self.lv_ef,
-            "rvedv_ml": self.rv_edv,
-            "rvesv_ml": self.rv_esv,
-            "rvsv_ml": self.rv_sv,
-            "rvef_pct": self.rv_ef,
-            "lvmass_g": self.lv_mass,
-            "bsa_m2": self.bsa,
-            "lvedvi_ml_m2": self.lv_edvi,
-            "lvesvi_ml_m2": self.lv_esvi,
-            "rvedvi_ml_m2": self.rv_edvi,
-            "rvesvi_ml_m2": self.rv_esvi,
-            "lvmassi_g_m2": self.lv_massi,
-            "ed_frame": self.ed_frame,
-            "es_frame": self.es_frame,
-        }
+        """The values under stable column names with units (one table row, :data:`ROW_COLUMNS`)."""
+        values = (self.lv_edv, self.lv_esv, self.lv_sv, self.lv_ef, self.rv_edv, self.rv_esv, self.rv_sv,
+                  self.rv_ef, self.lv_mass, self.bsa, self.lv_edvi, self.lv_esvi, self.rv_edvi, self.rv_esvi,
+                  self.lv_massi, self.ed_frame, self.es_frame)
+        return dict(zip(ROW_COLUMNS, values, strict=True))
+
+
+# The column names of CardiacMeasures.as_row, in its field order, with units.
+ROW_COLUMNS = ("lvedv_ml", "lvesv_ml", "lvsv_ml", "lvef_pct", "rvedv_ml", "rvesv_ml", "rvsv_ml", "rvef_pct",
+               "lvmass_g", "bsa_m2", "lvedvi_ml_m2", "lvesvi_ml_m2", "rvedvi_ml_m2", "rvesvi_ml_m2",
+               "lvmassi_g_m2", "ed_frame", "es_frame")
 
 
 def cardiac_measures(

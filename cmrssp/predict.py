@@ -33,8 +33,6 @@ metadata file each layout requires (:func:`detect_layout`).
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -44,29 +42,28 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from cmrssp.atomic import write_text
 from cmrssp.config import PrepareConfig
 from cmrssp.data.cache import open_cache
 from cmrssp.data.nifti import NIFTI_SUFFIXES, read_image, strip_nifti_suffix, write_nifti
 from cmrssp.data.prepare import MANIFEST, PreparedSubject, prepare_subject
 from cmrssp.data.source_header import write_like_source
-from cmrssp.data.sources import SubjectRef, discover, geometry_notices, load_subject
+from cmrssp.data.sources import SubjectRef, discover, find_files, geometry_notices, load_subject
 from cmrssp.data.sources_mnms import CSV_PATTERN as MNMS_CSV_PATTERN
 from cmrssp.data.sources_mnms2 import CSV_NAME as MNMS2_CSV_NAME
 from cmrssp.data.subject import DATASETS, Subject
 from cmrssp.errors import InputError
 from cmrssp.evaluate import CHECKPOINTS, LABEL_CONVENTIONS, load_run_model, source_label_lookup
-from cmrssp.measures import CardiacMeasures, cardiac_measures, detect_ed_es, volume_curve
+from cmrssp.measures import ROW_COLUMNS, cardiac_measures, detect_ed_es, volume_curve
 from cmrssp.prediction import first_max_class, logits_to_native, predict_window_logits
 from cmrssp.presets import FinetuneConfig
 from cmrssp.runs import saved_config
+from cmrssp.table import write_csv
 from cmrssp.train import Precision, resolve_device, resolve_precision
 
 VOLUME_COLUMNS = ("subject", "frame", "lv_ml", "myo_ml", "rv_ml")
-# as_row()'s column names, read from a placeholder record so that they never drift from measures.py
 MEASURE_COLUMNS = ("subject", "ed_frame", "es_frame", "ed_es_source") + tuple(
-    name for name in CardiacMeasures(*(float("nan"),) * 9).as_row() if name not in ("ed_frame", "es_frame")
-)
+    name for name in ROW_COLUMNS if name not in ("ed_frame", "es_frame"))
+FOUR_DECIMALS = "{:.4f}".format  # mL, %, g: report precision
 LOOSE = "folder"  # the dataset code of a loose NIfTI file: canonical labels, nothing else known
 
 
@@ -106,7 +103,7 @@ def detect_layout(folder: Path) -> str:
     """
     if (folder / "dataset.json").is_file():
         return "nnunet"
-    names = [path.name for path in folder.rglob("*") if not path.name.startswith(".")]
+    names = [path.name for path in find_files(folder, r".*")]  # as the readers see it: links followed, hidden skipped
     if "Info.cfg" in names:
         return "acdc"
     beside = [path.name for path in folder.parent.iterdir() if path.is_file()]
@@ -249,17 +246,6 @@ def write_label_cine(path: Path, labels: np.ndarray, meta: dict[str, Any]) -> No
         write_like_source(path, labels, record, dtype=np.uint8)
 
 
-def write_table(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    """A CSV with ``columns``, written atomically; floats with 4 decimals, None as empty."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row[name] is None else f"{row[name]:.4f}" if isinstance(row[name], float) else row[name]
-                         for name in columns])
-    write_text(path, buffer.getvalue())
-
-
 # ----------------------------------------------------------------------------------------------
 # The command
 
@@ -326,8 +312,8 @@ def predict_inputs(
         write_label_cine(path, written, prepared.meta)
         volume_rows.extend(volumes)
         measure_rows.append(measures)
-        write_table(out_dir / "volumes.csv", volume_rows, VOLUME_COLUMNS)
-        write_table(out_dir / "measures.csv", measure_rows, MEASURE_COLUMNS)
+        write_csv(out_dir / "volumes.csv", volume_rows, VOLUME_COLUMNS, FOUR_DECIMALS)
+        write_csv(out_dir / "measures.csv", measure_rows, MEASURE_COLUMNS, FOUR_DECIMALS)
         n_x, n_y, n_slices, n_frames = labels.shape
         log(f"{path}: {n_frames} frames x {n_slices} slices of {n_x} x {n_y} "
             f"(ED/ES from {measures['ed_es_source']}, {time.perf_counter() - subject_started:.1f} s)")

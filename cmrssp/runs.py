@@ -98,7 +98,7 @@ def resume_config(cls: type[T], run_dir: Path, given: T) -> T:
     refused, naming each (a run continues as it started; a changed flag would be silently ignored)."""
     saved = saved_config(cls, run_dir)
     differences = [f"{name} (saved {old!r}, given {new!r})"
-                   for name, old, new in _differences(to_dict(saved), to_dict(given)) if name not in RESUME_MAY_CHANGE]
+                   for name, old, new in config_differences(to_dict(saved), to_dict(given)) if name not in RESUME_MAY_CHANGE]
     if differences:
         raise InputError(run_dir, "--resume continues the run with its saved configuration, but the command asks for "
                                   f"{'; '.join(differences)}. Drop those flags, or start a new run with another --out")
@@ -106,12 +106,14 @@ def resume_config(cls: type[T], run_dir: Path, given: T) -> T:
     return dataclasses.replace(saved, data=data, train=dataclasses.replace(saved.train, device=given.train.device))
 
 
-def _differences(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+def config_differences(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted field name, saved value, given value) of every field that differs; tuples and
+    lists compare alike, as a configuration reads back from JSON."""
     found = []
     for key in sorted(set(saved) | set(given)):
         old, new = saved.get(key), given.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            found += _differences(old, new, f"{prefix}{key}.")
+            found += config_differences(old, new, f"{prefix}{key}.")
         elif json.dumps(old) != json.dumps(new):  # tuples and lists alike, as saved
             found.append((f"{prefix}{key}", old, new))
     return found

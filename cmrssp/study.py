@@ -36,7 +36,7 @@ from cmrssp.presets import FinetuneConfig, PretrainConfig, finetune_preset, pret
 from cmrssp.pretrain import run_pretrain
 from cmrssp.results import write_study_results
 from cmrssp.table import format_table
-from cmrssp.runs import resolve_cache
+from cmrssp.runs import config_differences, resolve_cache
 from cmrssp.train import CHECKPOINT, RUN_COMPLETE, make_plan
 
 Config = Union[FinetuneConfig, PretrainConfig]
@@ -95,11 +95,10 @@ def check_reusable(run: PlannedRun) -> None:
     if not path.is_file():
         return
     saved = json.loads(path.read_text())
-    wanted = json.loads(json.dumps(to_dict(run.config)))  # tuples as lists, as saved
-    for values in (saved, wanted):  # where a run trains is not what it is
-        if isinstance(values.get("train"), dict):
-            values["train"].pop("device", None)
-    differing = sorted(key for key in wanted if key != "data" and saved.get(key) != wanted[key])
+    wanted = to_dict(run.config)
+    # where a run trains is not what it is; the data section is checked when the run resumes
+    differing = sorted({name.split(".")[0] for name, _, _ in config_differences(saved, wanted)
+                        if name.split(".")[0] in wanted and name.split(".")[0] != "data" and name != "train.device"})
     if differing:
         raise InputError(run.folder, f"was made with a different configuration ({', '.join(differing)}); "
                                      "give the study another --runs-dir, or delete the folder")
