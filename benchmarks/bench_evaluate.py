@@ -23,7 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from project_study import append_record  # noqa: E402
 
 from cmrssp.config import PREPARE_PRESETS, PrepareConfig  # noqa: E402
 from cmrssp.data.prepare import canvas_grid  # noqa: E402
+from cmrssp.data.subject_meta import CanvasGrid  # noqa: E402
 from cmrssp.metrics import dice_3d, hd95  # noqa: E402
 from cmrssp.models import UNet  # noqa: E402
 from cmrssp.prediction import logits_to_native, predict_window_logits  # noqa: E402
@@ -47,16 +48,16 @@ TEST_VOLUMES = 280  # 140 test subjects x ED/ES (protocol 5.2)
 TARGET_SECONDS = 60.0
 
 
-def subject_meta(native: tuple[int, int, int, int], spacing: float, grid: PrepareConfig) -> dict[str, Any]:
-    """The part of a cached subject's meta.json the inverse mapping reads, for a native image of
-    ``native`` = (X, Y, Z, T) voxels at ``spacing`` mm in plane whose content box is the whole
-    image (cmrssp.data.prepare.prepare_subject)."""
+def subject_meta(native: tuple[int, int, int, int], spacing: float, grid: PrepareConfig) -> SimpleNamespace:
+    """The fields of a cached subject's SubjectMeta that the inverse mapping reads, for a native
+    image of ``native`` = (X, Y, Z, T) voxels at ``spacing`` mm in plane whose content box is the
+    whole image (cmrssp.data.prepare.prepare_subject)."""
     spacing_native = np.array([spacing, spacing, 10.0])
     scale, offset = canvas_grid(spacing_native, ((0, native[0]), (0, native[1])), grid)
     start = (grid.canvas_size - grid.size) // 2
-    return {"size": grid.size, "evaluation_window": [start, start + grid.size],
-            "grid": {"scale": scale.tolist(), "offset": offset.tolist()}, "native_shape": list(native),
-            "spacing_native": spacing_native.tolist()}
+    return SimpleNamespace(size=grid.size, evaluation_window=(start, start + grid.size),
+                           grid=CanvasGrid(scale=tuple(scale.tolist()), offset=tuple(offset.tolist())),
+                           native_shape=tuple(native), spacing_native=tuple(spacing_native.tolist()))
 
 
 def main() -> None:
@@ -78,7 +79,7 @@ def main() -> None:
     precision = resolve_precision(args.amp, device)
     grid = PREPARE_PRESETS["paper"]
     meta = subject_meta((*args.native, args.slices, 25), args.spacing, grid)
-    spacing = tuple(meta["spacing_native"])
+    spacing = meta.spacing_native
     shape = (*args.native, args.slices)
     print(f"device {device} ({device_name(device)}), torch {torch.__version__}, precision {precision.name}; "
           f"{volumes} volumes of {args.slices} slices at {grid.size}² -> native {shape} at {args.spacing} mm")

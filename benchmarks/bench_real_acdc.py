@@ -39,6 +39,7 @@ from cmrssp.atomic import write_json  # noqa: E402
 from cmrssp.config import PREPARE_PRESETS, PrepareConfig  # noqa: E402
 from cmrssp.data import consistency  # noqa: E402
 from cmrssp.data.cache import open_cache  # noqa: E402
+from cmrssp.data.subject import CLASS_NAMES  # noqa: E402
 from cmrssp.data.prepare import prepare_datasets  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "acdc" / "training"
@@ -94,7 +95,7 @@ def report(result: dict, workers: int) -> list[str]:
         "| class | median | 95th pct | max | worst (patient phase: signed %, original mL) | > 2 % |",
         "|---|---|---|---|---|---|",
     ]
-    for name in consistency.CLASS_NAMES.values():
+    for name in (name.upper() for name in CLASS_NAMES):
         subset = [row for row in rows if row["class"] == name]
         errors = np.array([abs(row["volume_error"]) for row in subset]) * 100
         worst = subset[int(np.argmax(errors))]
@@ -117,7 +118,7 @@ def report(result: dict, workers: int) -> list[str]:
             continue
         names = sorted({patient(row) for row in group})
         label = f"{title} ({len(names)}{': ' + ', '.join(names) if len(names) <= 5 else ''})"
-        for name in consistency.CLASS_NAMES.values():
+        for name in (name.upper() for name in CLASS_NAMES):
             subset = [row for row in group if row["class"] == name]
             dice = np.array([row["dice"] for row in subset])
             worst = subset[int(np.argmin(dice))]

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmrssp.atomic import atomic_path
+from cmrssp.data.subject_meta import SubjectMeta
 from cmrssp.errors import read_text
 from cmrssp.measures import MEASURES, agreement_table, cardiac_measures
 from cmrssp.table import write_csv
@@ -37,15 +38,15 @@ MEASURE_LABELS = {
 AGREEMENT_COLUMNS = ("measure", "n", "n_dropped", "mae", "bias", "sd", "loa_low", "loa_high", "pearson_r")
 
 
-def subject_measure_rows(predictions: Sequence[Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+def subject_measure_rows(predictions: Sequence[Any], meta: SubjectMeta) -> list[dict[str, Any]]:
     """The prediction's and the reference's measures of one subject (two rows), or ``[]`` when the
     subject has no ED and ES volume. ``predictions``: its :class:`cmrssp.prediction.VolumePrediction` s
-    (labels and target (X, Y, Z) on the original grid); height and weight from ``meta["extra"]``."""
+    (labels and target (X, Y, Z) on the original grid); height and weight from ``meta.extra``."""
     by_phase = {prediction.phase: prediction for prediction in predictions}
     if "ED" not in by_phase or "ES" not in by_phase:
         return []
     ed, es = by_phase["ED"], by_phase["ES"]
-    extra = meta.get("extra") or {}
+    extra = meta.extra
     common = dict(height_cm=extra.get("height"), weight_kg=extra.get("weight"), ed_frame=ed.frame, es_frame=es.frame)
     rows = []
     for source, (ed_labels, es_labels) in zip(SOURCES, ((ed.labels, es.labels), (ed.target, es.target))):

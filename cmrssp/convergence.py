@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from cmrssp.errors import InputError
-from cmrssp.train import METRICS
+from cmrssp.run_folder import METRICS
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ finished fine-tuning run that lacks one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,14 +38,16 @@ from cmrssp.data.nifti import write_nifti
 from cmrssp.data.source_header import write_like_source
 from cmrssp.data.sources_acdc import ACDC_TO_CANONICAL
 from cmrssp.data.splits import Split
+from cmrssp.data.subject_meta import SubjectMeta
 from cmrssp.errors import InputError
 from cmrssp.metrics import dice_3d, hd95, largest_component_per_class
 from cmrssp.models import UNet, load_weight_file
 from cmrssp.prediction import VolumePrediction, predict_subject
 from cmrssp.presets import FinetuneConfig
-from cmrssp.results import CLASS_NAMES, RunEvaluation, read_volumes_csv, summarize_volumes, to_jsonable, write_volumes_csv
-from cmrssp.runs import saved_config
-from cmrssp.train import RUN_COMPLETE, resolve_device, resolve_precision
+from cmrssp.data.subject import CLASS_NAMES
+from cmrssp.results import RunEvaluation, read_volumes_csv, summarize_volumes, to_jsonable, write_volumes_csv
+from cmrssp.run_folder import RunFolder, init_label
+from cmrssp.train import resolve_device, resolve_precision
 
 SPLITS = ("test", "valid")
 CHECKPOINTS = ("last", "best")
@@ -96,26 +97,20 @@ def evaluation_folder(run_dir: Path, options: EvaluateOptions) -> Path:
 
 def is_finetune_run(run_dir: Path) -> bool:
     """A folder holding a finished fine-tuning (or from-scratch) run."""
-    config_path = Path(run_dir) / "config.json"
-    if not (config_path.is_file() and (Path(run_dir) / RUN_COMPLETE).is_file()):
-        return False
-    try:
-        return json.loads(config_path.read_text()).get("kind") == "finetune"
-    except (json.JSONDecodeError, OSError):
-        return False
+    return RunFolder(run_dir).is_finished("finetune")
 
 
-def source_label_lookup(meta: dict[str, Any], where: Path) -> np.ndarray:
+def source_label_lookup(meta: SubjectMeta, where: Path) -> np.ndarray:
     """uint8 lookup canonical label -> the source dataset's own value for one subject."""
-    dataset = meta["dataset"]
+    dataset = meta.dataset
     if dataset == "acdc":
         lookup = np.empty(4, dtype=np.uint8)
         lookup[ACDC_TO_CANONICAL] = np.arange(4, dtype=np.uint8)
         return lookup
     if dataset == "nnunet":
-        mapping = (meta.get("extra") or {}).get("label_map")
+        mapping = meta.extra.get("label_map")
         if not mapping:
-            raise InputError(where, f"{meta['key']}: the cache does not record the dataset's label values; "
+            raise InputError(where, f"{meta.key}: the cache does not record the dataset's label values; "
                                     "re-run prepare, or export with the canonical convention")
         lookup = np.zeros(4, dtype=np.uint8)
         for value, canonical in sorted(((int(v), int(c)) for v, c in mapping.items()), reverse=True):
@@ -124,13 +119,13 @@ def source_label_lookup(meta: dict[str, Any], where: Path) -> np.ndarray:
     return np.arange(4, dtype=np.uint8)  # M&Ms, M&Ms-2 and plain folders use the canonical values
 
 
-def score_volume(prediction: VolumePrediction, meta: dict[str, Any]) -> dict[str, Any]:
+def score_volume(prediction: VolumePrediction, meta: SubjectMeta) -> dict[str, Any]:
     """One row of ``volumes.csv``: Dice (empty/empty = 1, protocol 5.1) and HD95 (mm) per class."""
     dice = dice_3d(prediction.labels, prediction.target)
     distance = hd95(prediction.labels, prediction.target, prediction.spacing)
     row: dict[str, Any] = {
-        "dataset": meta["dataset"], "subject": str(meta["subject_id"]), "key": prediction.key,
-        "vendor": "" if meta.get("vendor") is None else str(meta["vendor"]),
+        "dataset": meta.dataset, "subject": str(meta.subject_id), "key": prediction.key,
+        "vendor": "" if meta.vendor is None else str(meta.vendor),
         "phase": prediction.phase, "frame": prediction.frame,
     }
     row.update({f"dice_{name}": float(value) for name, value in zip(CLASS_NAMES, dice)})
@@ -143,7 +138,7 @@ def score_volume(prediction: VolumePrediction, meta: dict[str, Any]) -> dict[str
 
 
 def load_run_model(run_dir: Path, config: FinetuneConfig, checkpoint: str, device: torch.device) -> UNet:
-    weights = Path(run_dir) / f"weights-{checkpoint}.pt"
+    weights = RunFolder(run_dir).weights(checkpoint)
     if not weights.is_file():
         raise InputError(weights, "weight file missing; has the run trained at least one epoch?")
     model = UNet(config.unet)
@@ -159,9 +154,10 @@ def evaluate_run(run_dir: Path, options: EvaluateOptions = EvaluateOptions(), lo
     started = time.perf_counter()
     run_dir = Path(run_dir)
     options = options.validate()
-    config = saved_config(FinetuneConfig, run_dir)
+    run = RunFolder(run_dir)
+    config = run.config(FinetuneConfig)
     cache = open_cache(options.data or config.data.cache)
-    split_path = run_dir / "split.json"
+    split_path = run.split_file
     if not split_path.is_file():
         raise InputError(split_path, "missing; the run folder is incomplete")
     keys = getattr(Split.load(split_path), options.split)
@@ -170,7 +166,7 @@ def evaluate_run(run_dir: Path, options: EvaluateOptions = EvaluateOptions(), lo
     missing = [key for key in keys if key not in cache]
     if missing:
         raise InputError(cache.path, f"{len(missing)} {options.split} subjects of {split_path} are not in the cache: {missing[:3]}")
-    unlabelled = [key for key in keys if not cache.meta(key)["labelled"]]
+    unlabelled = [key for key in keys if not cache.meta(key).labelled]
     if unlabelled:
         raise InputError(cache.path, f"{options.split} subjects without ground truth: {unlabelled[:3]}")
     device = resolve_device(options.device)
@@ -194,7 +190,7 @@ def evaluate_run(run_dir: Path, options: EvaluateOptions = EvaluateOptions(), lo
             plot_agreement(measure_rows, temporary / "agreement.png", title=f"{run_dir.name}: {options.split} subjects")
         write_json(temporary / "summary.json", to_jsonable(summary))
         write_json(temporary / "evaluation.json", {
-            "run": str(run_dir), "weights": f"weights-{options.checkpoint}.pt", "cache": str(cache.path),
+            "run": str(run_dir), "weights": run.weights(options.checkpoint).name, "cache": str(cache.path),
             "subjects": len(keys), "volumes": len(rows), "options": asdict(options), "device": str(device),
             "precision": precision.name, "seconds": round(time.perf_counter() - started, 3),
         })
@@ -223,7 +219,7 @@ def _evaluate_subject(model, cache: Cache, key: str, options: EvaluateOptions, p
     return rows, subject_measure_rows(predictions, meta)
 
 
-def export_labels(path: Path, labels: np.ndarray, meta: dict[str, Any]) -> None:
+def export_labels(path: Path, labels: np.ndarray, meta: SubjectMeta) -> None:
     """Write a (X, Y, Z) label volume in its subject's original grid, uint8.
 
     Every header field that places voxels (shape, sform, qform, their codes, pixdim, units) is
@@ -232,21 +228,19 @@ def export_labels(path: Path, labels: np.ndarray, meta: dict[str, Any]) -> None:
     they are, and overlay the export only if it carries the same ones. A subject prepared in
     memory (no source file) gets its affine instead.
     """
-    if meta.get("source_header"):
-        write_like_source(path, labels, meta["source_header"], dtype=np.uint8)
+    if meta.source_header:
+        write_like_source(path, labels, meta.source_header, dtype=np.uint8)
     else:
-        write_nifti(path, labels, np.asarray(meta["affine"]), dtype=np.uint8)
+        write_nifti(path, labels, np.asarray(meta.affine), dtype=np.uint8)
 
 
 def run_evaluation(run_dir: Path, options: EvaluateOptions) -> RunEvaluation:
     """A finished evaluation folder read back, with what the study tables need of its run."""
-    config = saved_config(FinetuneConfig, run_dir)
+    run = RunFolder(run_dir)
+    config = run.config(FinetuneConfig)
     folder = evaluation_folder(run_dir, options)
-    split = Split.load(Path(run_dir) / "split.json")
-    init = config.init or "scratch"
-    if init.endswith(".pt") or "/" in init:
-        init = Path(init).name.split(".")[0]
-    return RunEvaluation(run=Path(run_dir).name, init=init, n_subjects=config.data.n_subjects,
+    split = Split.load(run.split_file)
+    return RunEvaluation(run=run.name, init=init_label(config.init), n_subjects=config.data.n_subjects,
                          n_train=len(split.train), seed=config.data.subset_seed,
                          volumes=tuple(read_volumes_csv(folder / "volumes.csv")),
                          measures=tuple(read_measures_csv(folder / MEASURES_FILE)))

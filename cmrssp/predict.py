@@ -51,12 +51,13 @@ from cmrssp.data.sources import SubjectRef, discover, find_files, geometry_notic
 from cmrssp.data.sources_mnms import CSV_PATTERN as MNMS_CSV_PATTERN
 from cmrssp.data.sources_mnms2 import CSV_NAME as MNMS2_CSV_NAME
 from cmrssp.data.subject import DATASETS, Subject
+from cmrssp.data.subject_meta import SubjectMeta
 from cmrssp.errors import InputError
 from cmrssp.evaluate import CHECKPOINTS, LABEL_CONVENTIONS, load_run_model, source_label_lookup
 from cmrssp.measures import ROW_COLUMNS, cardiac_measures, detect_ed_es, volume_curve
 from cmrssp.prediction import first_max_class, logits_to_native, predict_window_logits
 from cmrssp.presets import FinetuneConfig
-from cmrssp.runs import saved_config
+from cmrssp.run_folder import RunFolder
 from cmrssp.table import write_csv
 from cmrssp.train import Precision, resolve_device, resolve_precision
 
@@ -183,9 +184,9 @@ def segment_cine(
     next, which bounds memory by one pass.
     """
     meta = prepared.meta
-    start, stop = (int(v) for v in meta["evaluation_window"])
+    start, stop = (int(v) for v in meta.evaluation_window)
     n_frames, n_slices = prepared.image.shape[:2]
-    n_x, n_y = (int(n) for n in meta["native_shape"][:2])
+    n_x, n_y = (int(n) for n in meta.native_shape[:2])
     labels = np.empty((n_x, n_y, n_slices, n_frames), dtype=np.uint8)
     frames_per_pass = max(1, batch_size // n_slices)
     for first in range(0, n_frames, frames_per_pass):
@@ -231,17 +232,17 @@ def _number(value: Any) -> float | None:
 # Output
 
 
-def write_label_cine(path: Path, labels: np.ndarray, meta: dict[str, Any]) -> None:
+def write_label_cine(path: Path, labels: np.ndarray, meta: SubjectMeta) -> None:
     """Write (X, Y, Z, T) uint8 labels atomically on the subject's own grid: with the source
     file's header geometry copied field by field (:func:`write_like_source`, so that a viewer
     overlays the labels on the cine), 3D when the source file is a single 3D frame. A subject
     without a source header gets its affine.
     """
-    record = meta.get("source_header")
+    record = meta.source_header
     single = labels.shape[3] == 1 and (not record or record["dim"][0] <= 3)
     labels = labels[..., 0] if single else labels
     if not record:
-        write_nifti(path, labels, np.asarray(meta["affine"]), dtype=np.uint8)
+        write_nifti(path, labels, np.asarray(meta.affine), dtype=np.uint8)
     else:
         write_like_source(path, labels, record, dtype=np.uint8)
 
@@ -285,7 +286,7 @@ def predict_inputs(
             raise InputError(None, f"unknown {name} {value!r} (choose from {', '.join(allowed)})")
     if batch_size < 1:
         raise InputError(None, f"batch size must be at least 1, got {batch_size}")
-    config = saved_config(FinetuneConfig, run_dir)
+    config = RunFolder(run_dir).config(FinetuneConfig)
     prepare_config = run_prepare_config(run_dir, config)
     scans = find_scans(inputs, dataset)
     torch_device = resolve_device(device)

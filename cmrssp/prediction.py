@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cmrssp.data.cache import Cache
+from cmrssp.data.subject_meta import SubjectMeta
 from cmrssp.train import Precision
 
 
@@ -48,17 +48,17 @@ class VolumePrediction:
     spacing: tuple[float, float, float]
 
 
-def window_to_native_grid(meta: dict[str, Any], device: torch.device | str = "cpu") -> torch.Tensor:
+def window_to_native_grid(meta: SubjectMeta, device: torch.device | str = "cpu") -> torch.Tensor:
     """Sampling grid (1, X, Y, 2) that reads the network window at every native pixel centre.
 
     The last axis is (W, H) = (native axis 1, native axis 0) in normalized align_corners=False
     units of the S x S window, as ``F.grid_sample`` expects for an input indexed [k0, k1].
     """
-    size = int(meta["size"])
-    start = float(meta["evaluation_window"][0])
-    scale = np.asarray(meta["grid"]["scale"], dtype=np.float64)
-    offset = np.asarray(meta["grid"]["offset"], dtype=np.float64)
-    n_x, n_y = (int(n) for n in meta["native_shape"][:2])
+    size = int(meta.size)
+    start = float(meta.evaluation_window[0])
+    scale = np.asarray(meta.grid.scale, dtype=np.float64)
+    offset = np.asarray(meta.grid.offset, dtype=np.float64)
+    n_x, n_y = (int(n) for n in meta.native_shape[:2])
     normalized = []
     for axis, length in ((0, n_x), (1, n_y)):
         window_index = (np.arange(length, dtype=np.float64) - offset[axis]) / scale[axis] - start
@@ -69,7 +69,7 @@ def window_to_native_grid(meta: dict[str, Any], device: torch.device | str = "cp
     return torch.from_numpy(grid).to(device)
 
 
-def logits_to_native(logits: torch.Tensor, meta: dict[str, Any], mode: str = "bicubic") -> torch.Tensor:
+def logits_to_native(logits: torch.Tensor, meta: SubjectMeta, mode: str = "bicubic") -> torch.Tensor:
     """Map window logits (Z, K, S, S) to the original in-plane grid: float32 (Z, K, X, Y).
 
     Bicubic on the logits with border padding (protocol 5.3), so pixels outside the network's
@@ -83,8 +83,7 @@ def logits_to_native(logits: torch.Tensor, meta: dict[str, Any], mode: str = "bi
 def window_slices(cache: Cache, key: str, frame: int) -> torch.Tensor:
     """The network input of one frame: float32 (Z, 1, S, S), the centred window of the canvas
     (equal to the study's plain prediction resample; :mod:`cmrssp.data.prepare`)."""
-    meta = cache.meta(key)
-    start, stop = (int(v) for v in meta["evaluation_window"])
+    start, stop = (int(v) for v in cache.meta(key).evaluation_window)
     window = np.asarray(cache.image(key)[frame, :, start:stop, start:stop], dtype=np.float32)
     return torch.from_numpy(window)[:, None]
 
@@ -111,9 +110,9 @@ def predict_subject(
     """
     meta = cache.meta(key)
     target_volumes = cache.labels_native(key)
-    spacing = tuple(float(s) for s in meta["spacing_native"][:3])
+    spacing = tuple(float(s) for s in meta.spacing_native[:3])
     predictions = []
-    for volume, (frame, phase) in enumerate(zip(meta["label_frames"], meta["label_phases"])):
+    for volume, (frame, phase) in enumerate(zip(meta.label_frames, meta.label_phases)):
         logits = predict_window_logits(model, window_slices(cache, key, int(frame)), batch_size, precision)
         native = first_max_class(logits_to_native(logits, meta))  # (Z, X, Y)
         labels = native.to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from cmrssp.augment import AugmentConfig
 from cmrssp.config import PREPARE_PRESETS, PrepareConfig, SyntheticCohortConfig
 from cmrssp.errors import InputError
-from cmrssp.methods import METHODS
-from cmrssp.methods.contrastive import ContrastiveConfig
-from cmrssp.methods.dino import DinoConfig, dino_optimizer_config
-from cmrssp.methods.mim import MimConfig
+from cmrssp.methods import all_methods, get_method
 from cmrssp.models import INIT_NORMS, UNetConfig
 from cmrssp.train import OptimizerConfig, TrainConfig
 
@@ -83,6 +81,9 @@ class FinetuneConfig:
     freeze_encoder_epochs: int = 0
     init_norm: str = "pretrained"
     init_lr_factor: float = STUDY_INIT_LR_FACTOR
+
+    # A run folder saved before init_lr_factor existed already holds the halved rate in optimizer.lr.
+    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"init_lr_factor": 1.0}
 
     def __post_init__(self) -> None:
         if self.init_norm not in INIT_NORMS:
@@ -163,13 +164,7 @@ def replace(config, **changes):
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """A self-supervised pretraining run (protocol 2).
-
-    ``unet`` gives the encoder (and, for MIM, decoder) shape; its heads are the method's own.
-    Only the section of the chosen ``method`` is used (``contrastive`` for simclr and pcl).
-    """
-
+class _PretrainRun:
     preset: str
     method: str
     data: DataConfig
@@ -177,48 +172,45 @@ class PretrainConfig:
     augment: AugmentConfig
     optimizer: OptimizerConfig
     train: TrainConfig
-    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
-    dino: DinoConfig = field(default_factory=DinoConfig)
-    mim: MimConfig = field(default_factory=MimConfig)
 
 
-def _pretrain_paper(method: str) -> tuple[OptimizerConfig, TrainConfig]:
-    """The study's optimiser, length and precision per method (protocol 2.1-2.4, 7.20): 100 epochs
-    each; fp16 autocast with a grad scaler for SimCLR, DINO and MIM, float32 for PCL."""
-    if method == "simclr":
-        return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, schedule="cosine"),
-                TrainConfig(epochs=100, batch_size=224, val_batch_size=224, amp="fp16"))
-    if method == "pcl":  # no mixed precision in the study's PCL (protocol 7.20)
-        return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-5, schedule="cosine"),
-                TrainConfig(epochs=100, batch_size=64, val_batch_size=64, amp="off"))
-    if method == "dino":
-        return dino_optimizer_config(64), TrainConfig(epochs=100, batch_size=64, amp="fp16")
-    if method == "mim":
-        return (OptimizerConfig(lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5, schedule="cosine"),
-                TrainConfig(epochs=100, batch_size=128, val_batch_size=256, amp="fp16"))
-    raise InputError(None, f"unknown pretraining method {method!r} (choose from {', '.join(METHODS)})")
+def _method_sections() -> list[tuple[str, type, Any]]:
+    """One configuration section per registered method's ``section`` (SimCLR and PCL share one)."""
+    sections: dict[str, type] = {}
+    for method in all_methods():
+        sections.setdefault(method.section, method.config_class)
+    return [(name, cls, field(default_factory=cls)) for name, cls in sections.items()]
+
+
+# The common fields above, then one section per method from the registry (cmrssp.methods), so
+# adding a method adds its section here without an edit; config.json keeps one key per section.
+PretrainConfig = dataclasses.make_dataclass("PretrainConfig", _method_sections(), bases=(_PretrainRun,), frozen=True,
+                                            namespace={"__module__": __name__})
+PretrainConfig.__doc__ = """A self-supervised pretraining run (protocol 2).
+
+    ``unet`` gives the encoder (and, for MIM, decoder) shape; its heads are the method's own.
+    Besides the common fields (preset, method, data, unet, augment, optimizer, train) it has one
+    section per method (``contrastive`` for simclr and pcl, ``dino``, ``mim``); only the chosen
+    ``method``'s section is used.
+    """
+
+SMALL_PRETRAIN_BATCH = {"cpu": 32, "cpu-real": 32, "tiny": 8}
 
 
 def pretrain_preset(name: str, method: str) -> PretrainConfig:
-    """The named preset for one method; ``cpu`` and ``tiny`` shrink grid, network and length."""
-    optimizer, train = _pretrain_paper(method)
+    """The named preset for one method: the study's optimiser, length and precision
+    (``PretrainingMethod.paper``); ``cpu``, ``cpu-real`` and ``tiny`` shrink grid, network and
+    length, then let the method adapt (``PretrainingMethod.small_preset``)."""
+    spec = get_method(method)
+    optimizer, train = spec.paper()
     base = finetune_preset(name)
     config = PretrainConfig(preset=name, method=method, data=base.data, unet=base.unet, augment=AugmentConfig(),
                             optimizer=optimizer, train=train)
     if name == "paper":
         return config
-    batch = {"cpu": 32, "cpu-real": 32, "tiny": 8}[name]
+    batch = SMALL_PRETRAIN_BATCH[name]
     length = dict(epochs=0, iterations=300) if name in ("cpu", "cpu-real") else dict(epochs=2)
     # the small presets pick their precision like their fine-tuning (auto: off on a CPU)
     train = dataclasses.replace(train, batch_size=batch, val_batch_size=4 * batch, log_every=base.train.log_every,
                                 amp=base.train.amp, **length)
-    if method == "dino":
-        optimizer = dataclasses.replace(dino_optimizer_config(batch), warmup_epochs=0 if name == "tiny" else 1)
-        # the protocol's head on the cpu preset (it costs little next to the encoder); tiny shrinks it
-        small = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16) if name == "tiny" else {}
-        dino = DinoConfig(teacher_temp_warmup_epochs=2, **small)
-        return dataclasses.replace(config, train=train, optimizer=optimizer, dino=dino)
-    if method == "mim" and name in ("cpu", "cpu-real"):
-        # the cpu fine-tuning preset's reasoning: the same effective step with momentum 0.9
-        optimizer = dataclasses.replace(optimizer, lr=0.1, momentum=0.9)
-    return dataclasses.replace(config, train=train, optimizer=optimizer)
+    return spec.small_preset(dataclasses.replace(config, train=train), name)

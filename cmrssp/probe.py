@@ -36,7 +36,7 @@ from cmrssp.losses import dice_per_class, soft_dice_loss
 from cmrssp.models import UNet, load_transferable, load_weight_file
 from cmrssp.presets import FinetuneConfig
 from cmrssp.runs import open_run_data
-from cmrssp.segmentation import CLASS_NAMES
+from cmrssp.data.subject import CLASS_NAMES
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def run_probe(
     split = resolve_split(config.data, cache)
     size = cache.config.size
     channels = sum(config.unet.channels)
-    n_slices = sum(len(cache.meta(key)["label_frames"]) * cache.meta(key)["n_slices"] for key in split.train + split.valid)
+    n_slices = sum(len(cache.meta(key).label_frames) * cache.meta(key).n_slices for key in split.train + split.valid)
     gib = n_slices * channels * size * size * 4 / 2**30
     if gib > 8:
         raise InputError(cache.path, f"a probe here would hold {gib:.0f} GiB of features ({n_slices} slices x {channels} "

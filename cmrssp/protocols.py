@@ -97,7 +97,7 @@ class Protocol:
         """InputError naming the cache when it holds subjects of another dataset than the protocol's."""
         if not self.datasets:
             return
-        others = sorted({cache.meta(key)["dataset"] for key in cache.keys} - set(self.datasets))
+        others = sorted({cache.meta(key).dataset for key in cache.keys} - set(self.datasets))
         if others:
             raise InputError(cache.path, f"the {self.name} protocol needs a cache of {' + '.join(self.datasets)} "
                                          f"subjects only; this one also holds {', '.join(others)} "

@@ -34,10 +34,10 @@ import numpy as np
 
 from cmrssp.agreement import measures_markdown, study_measure_rows
 from cmrssp.atomic import atomic_path, write_text
+from cmrssp.data.subject import CLASS_NAMES
 from cmrssp.errors import InputError, read_text
 from cmrssp.table import format_table
 
-CLASS_NAMES = ("lv", "myo", "rv")
 DICE_COLUMNS = tuple(f"dice_{name}" for name in CLASS_NAMES) + ("dice_mean",)
 HD95_COLUMNS = tuple(f"hd95_{name}" for name in CLASS_NAMES) + ("hd95_mean",)
 METRIC_COLUMNS = DICE_COLUMNS + HD95_COLUMNS

@@ -1,4 +1,5 @@
-"""What every training command shares: the run's data, its saved configuration, its record.
+"""What every training command shares: the run's data and split, its saved configuration and
+record, and the preamble that starts a run (:func:`start_run`).
 
 A run folder's ``config.json`` holds the whole configuration plus a record of where it ran
 (toolkit and torch versions, device, precision); ``--resume`` rebuilds the configuration from it.
@@ -6,24 +7,26 @@ A run folder's ``config.json`` holds the whole configuration plus a record of wh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 
 from cmrssp import __version__
-from cmrssp.config import from_dict, to_dict
+from cmrssp.config import to_dict
 from cmrssp.data.cache import Cache, open_cache
 from cmrssp.data.splits import Split, make_split, read_upstream_split
 from cmrssp.distributed import SINGLE, Processes, barrier
 from cmrssp.errors import InputError
-from cmrssp.train import Precision
+from cmrssp.run_folder import RunFolder, RunLog, silent
+from cmrssp.train import OptimizerConfig, Precision, Task, fit, resolve_device, resolve_precision
 
 T = TypeVar("T")
 STRATIFY_FIELDS = ("pathology", "vendor")  # subject fields of the cache's metadata a split may be stratified over
-RUN_RECORD_KEYS = ("kind", "toolkit", "torch", "device", "precision")  # written beside the config
 
 
 def resolve_cache(data, data_dir: Path, workers: int = 1) -> Path:
@@ -47,7 +50,7 @@ def study_split(data, cache: Cache) -> Split:
     if data.stratify:
         if data.stratify not in STRATIFY_FIELDS:
             raise InputError(None, f"data.stratify must be one of {', '.join(STRATIFY_FIELDS)} or empty, got {data.stratify!r}")
-        groups = {key: cache.meta(key)[data.stratify] for key in labelled}
+        groups = {key: getattr(cache.meta(key), data.stratify) for key in labelled}
         unknown = [key for key, group in groups.items() if group in (None, "")]
         if unknown:
             raise InputError(cache.path, f"cannot stratify by {data.stratify}: {len(unknown)} subjects have none "
@@ -78,14 +81,10 @@ def open_run_data(config: T, data_dir: Path, processes: Processes = SINGLE) -> t
 
 def saved_config(cls: type[T], run_dir: Path) -> T:
     """The configuration a run folder was started with (for ``--resume``)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise InputError(run_dir, "nothing to resume (no config.json); start the run without --resume")
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(path, f"not valid JSON ({error})") from None
-    return from_dict(cls, {k: v for k, v in values.items() if k not in RUN_RECORD_KEYS}, path)
+    folder = RunFolder(run_dir)
+    if not folder.has_record():
+        raise InputError(run_dir, f"nothing to resume (no {folder.config_file.name}); start the run without --resume")
+    return folder.config(cls)
 
 
 # Where a run trains and where its cache lies are not what the run is: --resume may change them.
@@ -123,3 +122,52 @@ def run_record(kind: str, config: Any, device: torch.device, precision: Precisio
     """The JSON saved as ``config.json``: the configuration and where it ran."""
     return {"kind": kind, "toolkit": __version__, "torch": str(torch.__version__), "device": str(device),
             "precision": precision.name, **to_dict(config)}
+
+
+@dataclass
+class StartedRun:
+    """A run after the preamble every training command shares: its configuration (resumed or
+    given, with the cache filled in), data, device, precision and log. ``log`` prints on rank 0
+    and keeps the lines in the run's ``log.txt``; other processes say nothing."""
+
+    kind: str  # "pretrain" or "finetune"
+    folder: RunFolder
+    config: Any
+    cache: Cache
+    device: Any  # torch.device
+    precision: Precision
+    processes: Processes
+    log: Callable[[Any], None]
+
+    def save_split(self, split: Split) -> None:
+        """Create the folder (rank 0) with the run's ``split.json``; the log starts writing."""
+        if self.processes.is_main:
+            self.folder.path.mkdir(parents=True, exist_ok=True)
+            split.save(self.folder.split_file)
+            if isinstance(self.log, RunLog):
+                self.log.open()
+
+    def train(self, task: Task, optimizer: OptimizerConfig, resume: bool, progress: bool) -> list[dict[str, Any]]:
+        """Hand ``task`` to the one training loop in this run's folder."""
+        config_json = run_record(self.kind, self.config, self.device, self.precision)
+        keep = self.log.warnings_kept() if isinstance(self.log, RunLog) else contextlib.nullcontext()
+        with keep:
+            return fit(task, self.folder.path, self.config.train, optimizer, self.device, self.precision, config_json,
+                       resume=resume, progress=progress, processes=self.processes)
+
+
+def start_run(kind: str, cls: type[T], config: T, run_dir: Path, resume: bool, data_dir: Path,
+              processes: Processes = SINGLE, log: Callable[[Any], None] = print) -> StartedRun:
+    """The preamble of every training run: the saved configuration on ``resume`` (refusing
+    changed flags), the cache (the synthetic cohort prepared once), device, precision and the
+    torch seed that initialises the model."""
+    folder = RunFolder(run_dir)
+    log = folder.logger(log) if processes.is_main else silent
+    if resume:
+        config = resume_config(cls, folder.path, config)
+    config, cache = open_run_data(config, data_dir, processes)
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(config.train.amp, device)
+    torch.manual_seed(config.train.seed)
+    return StartedRun(kind, folder, config, cache, device, precision, processes, log)
+

@@ -10,7 +10,6 @@ that sees only its device.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,14 +21,9 @@ from cmrssp.errors import InputError
 
 def train_one(run, device: str, runs_dir: Path, data_dir: Path) -> str:
     """Train (or resume) one planned run on ``device`` in this process; return its folder name."""
-    from cmrssp.finetune import run_finetune
-    from cmrssp.pretrain import run_pretrain
-
-    config = dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, device=device))
-    train = run_pretrain if run.kind == "pretrain" else run_finetune
     prefix = f"[{device}] "
-    train(config, run_dir=run.folder, runs_dir=runs_dir, data_dir=data_dir, resume=run.started, progress=False,
-          log=lambda message: print(prefix + str(message), flush=True))
+    run.train(runs_dir, data_dir, progress=False, log=lambda message: print(prefix + str(message), flush=True),
+              device=device)
     return run.folder.name
 
 

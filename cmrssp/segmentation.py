@@ -14,11 +14,11 @@ import torch
 
 from cmrssp.augment import AugmentConfig, augment_batch, resample_plain
 from cmrssp.data.slices import SliceSet
+from cmrssp.data.subject import CLASS_NAMES
 from cmrssp.losses import dice_per_class, segmentation_loss
-from cmrssp.models import UNet, UNetConfig, memory_format, unwrap
+from cmrssp.models import UNet, UNetConfig, memory_format
 from cmrssp.train import BaseTask
 
-CLASS_NAMES = ("LV", "MYO", "RV")
 
 
 def device_batch(slices: SliceSet, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
@@ -73,7 +73,7 @@ class SegmentationTask(BaseTask):
         return len(self.train_slices)
 
     def before_epoch(self, epoch: int) -> None:
-        unwrap(self.model).set_encoder_requires_grad(epoch >= self.freeze_encoder_epochs)
+        self.model.set_encoder_requires_grad(epoch >= self.freeze_encoder_epochs)
 
     def train_step(self, indices: torch.Tensor, generator: torch.Generator, step: int):
         batch = device_batch(self.train_slices, indices, self.device)
@@ -81,7 +81,7 @@ class SegmentationTask(BaseTask):
             batch["images"], batch["labels"], batch["centre"], batch["background"], batch["max_value"],
             self.size, self.augment, generator,
         )
-        outputs = self.model(images.contiguous(memory_format=self.memory_format))
+        outputs = self.net(images.contiguous(memory_format=self.memory_format))
         loss, ce, dice = segmentation_loss(outputs, labels)
         return loss, {"ce": ce.detach(), "dice_loss": dice.detach()}
 
@@ -96,7 +96,7 @@ class SegmentationTask(BaseTask):
             indices = torch.arange(start, min(start + self.val_batch_size, count))
             batch = device_batch(self.valid_slices, indices, self.device)
             images, labels = resample_plain(batch["images"], batch["labels"], batch["background"], self.size)
-            outputs = self.model(images.contiguous(memory_format=self.memory_format))
+            outputs = self.net(images.contiguous(memory_format=self.memory_format))
             loss, _, _ = segmentation_loss(outputs, labels)
             loss_sum += loss * len(indices)
             dice_sum += dice_per_class(outputs[0].argmax(dim=1), labels).sum(dim=0)

@@ -18,45 +18,26 @@ training pool is one run per initialisation (the study has one split file for it
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence
 
 from cmrssp import atomic
-from cmrssp.config import apply_overrides, to_dict
+from cmrssp.config import to_dict
 from cmrssp.convergence import convergence_rows
 from cmrssp.data.cache import Cache, open_cache
 from cmrssp.errors import InputError
 from cmrssp.evaluate import EvaluateOptions, evaluate_run, evaluation_folder, run_evaluation
-from cmrssp.finetune import default_run_name, resolve_split, run_finetune
+from cmrssp.finetune import default_run_name, resolve_split
+from cmrssp.methods import get_method
+from cmrssp.planned_run import Config, PlannedRun
 from cmrssp.protocols import PROTOCOLS, Protocol, StudyGrid
-from cmrssp.presets import FinetuneConfig, PretrainConfig, finetune_preset, pretrain_preset
-from cmrssp.pretrain import run_pretrain
+from cmrssp.presets import finetune_preset, pretrain_preset
 from cmrssp.results import write_study_results
+from cmrssp.run_folder import pretrain_run_name
 from cmrssp.table import format_table
-from cmrssp.runs import config_differences, resolve_cache
-from cmrssp.train import CHECKPOINT, RUN_COMPLETE, make_plan
-
-Config = Union[FinetuneConfig, PretrainConfig]
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One training run of the study: its kind, folder and configuration."""
-
-    kind: str  # "pretrain" or "finetune"
-    folder: Path
-    config: Config
-
-    @property
-    def complete(self) -> bool:
-        return (self.folder / RUN_COMPLETE).is_file()
-
-    @property
-    def started(self) -> bool:
-        return (self.folder / CHECKPOINT).is_file()
+from cmrssp.runs import config_differences, resolve_cache, study_split
+from cmrssp.train import make_plan
 
 
 def plan_study(
@@ -74,7 +55,7 @@ def plan_study(
     runs: list[PlannedRun] = []
     for method in grid.methods:
         config = adjust(with_protocol(pretrain_preset(preset, method)))
-        runs.append(PlannedRun("pretrain", runs_dir / f"pretrain-{method}", config))
+        runs.append(PlannedRun("pretrain", runs_dir / pretrain_run_name(method), config))
     base = with_protocol(finetune_preset(preset))
     for n_subjects in sorted(set(grid.subsets), key=lambda n: (n == 0, n)):
         seeds = grid.seeds[:1] if n_subjects == 0 else grid.seeds  # one run on the whole pool
@@ -91,10 +72,9 @@ def plan_study(
 
 def check_reusable(run: PlannedRun) -> None:
     """A run folder made with another configuration is never silently reused."""
-    path = run.folder / "config.json"
-    if not path.is_file():
+    if not run.run_folder.has_record():
         return
-    saved = json.loads(path.read_text())
+    saved = run.run_folder.record()
     wanted = to_dict(run.config)
     # where a run trains is not what it is; the data section is checked when the run resumes
     differing = sorted({name.split(".")[0] for name, _, _ in config_differences(saved, wanted)
@@ -109,13 +89,11 @@ def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
     config = run.config
     if run.kind == "finetune":
         split = resolve_split(config.data, cache)
-        n_samples = sum(len(cache.meta(key)["label_frames"]) * cache.meta(key)["n_slices"] for key in split.train)
+        n_samples = sum(len(cache.meta(key).label_frames) * cache.meta(key).n_slices for key in split.train)
     else:
-        from cmrssp.runs import study_split
-
         split = study_split(config.data, cache)
         extra = [key for key in cache.subjects(labelled=False) if key not in set(split.keys)]
-        n_samples = sum(cache.meta(key)["n_frames"] * cache.meta(key)["n_slices"] for key in split.train + extra)
+        n_samples = sum(cache.meta(key).n_frames * cache.meta(key).n_slices for key in split.train + extra)
     plan = make_plan(n_samples, config.train, config.optimizer)
     return plan.total_steps, n_samples
 
@@ -123,8 +101,9 @@ def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
 # Measured seconds per training sample (a slice; DINO: one slice = 8 crops) on the 2-core
 # development VM, 2026-12-01, whole runs of the ACDC study at 64² (validation and checkpoints
 # included); used only for --dry-run estimates on the CPU. That VM ran at a quarter of its
-# 2026-11-28 speed that day (README "ACDC, real scans"), so these are pessimistic.
-CPU_SECONDS_PER_SAMPLE = {"finetune": 1 / 55, "simclr": 1 / 59, "pcl": 1 / 51, "dino": 1 / 13, "mim": 1 / 60}
+# 2026-11-28 speed that day (README "ACDC, real scans"), so these are pessimistic. Each pretraining
+# method declares its own (PretrainingMethod.cpu_seconds_per_sample).
+FINETUNE_CPU_SECONDS_PER_SAMPLE = 1 / 55
 
 
 def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: EvaluateOptions) -> str:
@@ -142,8 +121,8 @@ def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: Eva
         steps, samples = optimizer_steps(run, cache)
         batch = min(run.config.train.batch_size, samples)
         processed = steps * batch
-        key = run.config.method if run.kind == "pretrain" else "finetune"
-        cost = processed * CPU_SECONDS_PER_SAMPLE[key]
+        cost = processed * (get_method(run.config.method).cpu_seconds_per_sample if run.kind == "pretrain"
+                            else FINETUNE_CPU_SECONDS_PER_SAMPLE)
         if state == "todo":
             total_steps, total_samples, seconds = total_steps + steps, total_samples + processed, seconds + cost
         lines.append(f"  {state:9s} {run.kind:8s} {run.folder.name:34s} {steps:7d} steps x {batch:3d}"
@@ -206,9 +185,7 @@ def run_study(
             log(f"{prefix}: done already")
             continue
         log(f"{prefix}: {'resuming' if run.started else 'training'} ({time.perf_counter() - started:.0f} s)")
-        train = run_pretrain if run.kind == "pretrain" else run_finetune
-        train(run.config, run_dir=run.folder, runs_dir=runs_dir, data_dir=data_dir, resume=run.started,
-              progress=progress, log=log)
+        run.train(runs_dir, data_dir, progress=progress, log=log)
 
     evaluations = []
     for run in runs:
@@ -228,17 +205,10 @@ def run_study(
     return written
 
 
-def override(assignments: Sequence[str]) -> Callable[[Config], Config]:
-    """``--set`` for a study: each assignment goes to the configurations that have its section
-    (``augment.*`` to all runs, ``dino.*`` to the DINO pretraining, ...)."""
-
-    def adjust(config: Config) -> Config:
-        sections = to_dict(config)
-        mine = [a for a in assignments if a.split("=", 1)[0].split(".", 1)[0] in sections]
-        return apply_overrides(config, mine) if mine else config
-
+def check_set_sections(assignments: Sequence[str]) -> None:
+    """``--set`` for a study goes to every configuration that has its section (``augment.*`` to
+    all runs, ``dino.*`` to the DINO pretraining, ...); a section no run has is refused."""
     known = set(to_dict(finetune_preset("tiny"))) | set(to_dict(pretrain_preset("tiny", "dino")))
     unknown = [a for a in assignments if a.split("=", 1)[0].split(".", 1)[0] not in known]
     if unknown:
         raise InputError(None, f"--set {unknown[0]}: no such configuration section (choose from {', '.join(sorted(known))})")
-    return adjust

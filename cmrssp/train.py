@@ -33,16 +33,8 @@ from tqdm import tqdm
 from cmrssp import atomic
 from cmrssp.distributed import SINGLE, Processes, any_over_processes, barrier, mean_over_processes, sync_batch_norm, wrap
 from cmrssp.errors import InputError
-from cmrssp.models import unwrap
+from cmrssp.run_folder import CHECKPOINT, CONFIG, METRICS, RUN_COMPLETE, STEPS, WEIGHTS_BEST, WEIGHTS_LAST
 from cmrssp.schedules import learning_rate_schedule
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.csv"
-WEIGHTS_LAST = "weights-last.pt"
-WEIGHTS_BEST = "weights-best.pt"
-TRANSFER_WEIGHTS = "weights-transfer.pt"  # what a pretraining run offers to `finetune --init`
-RUN_COMPLETE = "complete.json"  # written once the last epoch is saved: the run is finished
-STEPS = "steps.csv"  # per-step loss, with TrainConfig.log_steps
 
 
 class TrainingError(RuntimeError):
@@ -139,7 +131,12 @@ class TrainConfig:
 class Task(Protocol):
     """What a method supplies to the loop."""
 
-    model: nn.Module  # the module whose weights are checkpointed (DINO: the student)
+    model: nn.Module  # the raw module: checkpointed, exported, asked for its attributes (DINO: the student)
+    wrapped: nn.Module | None  # set by the loop while it trains: ``model`` in DDP and/or torch.compile
+
+    @property
+    def net(self) -> nn.Module:
+        """What forward passes go through: ``wrapped`` while the loop trains, else ``model``."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups; a group may carry ``weight_decay`` and ``lr_scale``."""
@@ -181,9 +178,17 @@ class BaseTask:
     """No-op defaults for the optional hooks of :class:`Task`."""
 
     model: nn.Module
+    wrapped: nn.Module | None = None
     processes: Processes = SINGLE
     seed: int = 0
     find_unused_parameters: bool = False  # DDP: some parameters may get no gradient in a step
+
+    @property
+    def net(self) -> nn.Module:
+        """What forward passes go through (nanoGPT's ``model`` beside its ``raw_model``): the
+        loop's DDP / compiled wrapper of ``model`` while it trains, else ``model`` itself. Tasks
+        call ``self.net(x)`` and use ``self.model`` for everything else, so nothing unwraps."""
+        return self.wrapped if self.wrapped is not None else self.model
 
     def distribute(self, processes: Processes, device: torch.device, sync_bn: bool, seed: int = 0) -> None:
         """Before the optimizer is built: remember the processes and the run's seed; make BN
@@ -382,8 +387,8 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     atomic.write_text(path, text.getvalue())
 
 
-def _unwrapped_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def fit(
@@ -425,7 +430,7 @@ def fit(
     start_epoch, best = 0, math.inf
     if checkpoint_path.exists():
         if not resume:
-            raise InputError(run_dir, "already holds a training run (checkpoint.pt); pass --resume to continue it or choose another --out")
+            raise InputError(run_dir, f"already holds a training run ({CHECKPOINT}); pass --resume to continue it or choose another --out")
         state = load_checkpoint(checkpoint_path)
         task.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -438,19 +443,19 @@ def fit(
     barrier(processes)  # nobody writes before every process has read the checkpoint
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(run_dir / "config.json", config_json)
+        atomic.write_json(run_dir / CONFIG, config_json)
     if start_epoch >= plan.epochs:
         if main:
             _mark_complete(run_dir, plan, history)
         return history
-    task.model = wrap(task.model, processes, device, task.find_unused_parameters)
+    # task.model stays the raw module (checkpoints, exports, attributes); forward passes go
+    # through task.wrapped: DDP with several processes, then torch.compile where asked.
+    eager = wrap(task.model, processes, device, getattr(task, "find_unused_parameters", False))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not train.deterministic
         torch.backends.cudnn.deterministic = train.deterministic
-    eager = task.model
     compiled = train.compile == "on" or (train.compile == "auto" and device.type == "cuda")
-    if compiled:
-        task.model = torch.compile(task.model)
+    task.wrapped = torch.compile(eager) if compiled else eager
     step_rows: list[dict[str, Any]] = _read_steps(run_dir / STEPS, start_epoch * plan.iterations_per_epoch) if train.log_steps else []
 
     last_write = time.perf_counter()
@@ -484,7 +489,7 @@ def fit(
                     if not (compiled and steps == 0 and epoch == start_epoch):
                         raise
                     warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); training eagerly")
-                    task.model, compiled = eager, False
+                    task.wrapped, compiled = eager, False
                     with precision.autocast(device):
                         loss, parts = task.train_step(indices, augment, step)
                 optimizer.zero_grad(set_to_none=True)
@@ -526,7 +531,7 @@ def fit(
                    or time.perf_counter() - last_write >= train.checkpoint_seconds)
             if main:
                 if improved:
-                    save_torch(run_dir / WEIGHTS_BEST, _unwrapped_state(task.model))
+                    save_torch(run_dir / WEIGHTS_BEST, _cpu_state(task.model))
                     task.export(run_dir, "best")
                 if due:
                     _save_epoch(task, run_dir, optimizer, scaler, epoch, best, history, config_json)
@@ -538,23 +543,19 @@ def fit(
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_loss', float('nan')):.4f}", lr=f"{lr:.3g}")
     finally:
         bar.close()
-        task.model = unwrap_ddp(eager)
+        task.wrapped = None
     if main:
         _mark_complete(run_dir, plan, history)
     return history
 
 
-def unwrap_ddp(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _save_epoch(task, run_dir: Path, optimizer, scaler, epoch: int, best: float, history, config_json) -> None:
     """The last weights, transferable exports, metrics and the checkpoint of a finished epoch (rank 0)."""
-    save_torch(run_dir / WEIGHTS_LAST, _unwrapped_state(task.model))
+    save_torch(run_dir / WEIGHTS_LAST, _cpu_state(task.model))
     task.export(run_dir, "last")
     write_metrics(run_dir / METRICS, history)
     save_torch(run_dir / CHECKPOINT, {
-        "model": _unwrapped_state(task.model),
+        "model": _cpu_state(task.model),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "task": task.extra_state(),

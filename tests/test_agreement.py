@@ -28,19 +28,19 @@ def subject(key, predicted, truth, spacing=(10.0, 10.0, 10.0)):
 def test_measures_of_prediction_and_reference_side_by_side():
     # 1 voxel = 1 mL; ED LV 10, ES LV 4 -> EF 60 %; MYO 5 at ED -> 5.25 g
     rows = subject_measure_rows(subject("a", ((10, 5, 8), (4, 5, 4)), ((10, 5, 8), (5, 5, 4))),
-                                {"extra": {"height": 180.0, "weight": 81.0}})
+                                SimpleNamespace(extra={"height": 180.0, "weight": 81.0}))
     predicted, reference = split_by_source(rows)
     assert predicted[0]["lvef_pct"] == pytest.approx(60.0) and reference[0]["lvef_pct"] == pytest.approx(50.0)
     assert predicted[0]["lvmass_g"] == pytest.approx(5.25) and predicted[0]["ed_frame"] == 0 and predicted[0]["es_frame"] == 7
     assert reference[0]["bsa_m2"] == pytest.approx(np.sqrt(180 * 81 / 3600))
     only_ed = [p for p in subject("b", ((1, 1, 1), (1, 1, 1)), ((1, 1, 1), (1, 1, 1))) if p.phase == "ED"]
-    assert subject_measure_rows(only_ed, {}) == []
+    assert subject_measure_rows(only_ed, SimpleNamespace(extra={})) == []
 
 
 def test_agreement_files_round_trip_and_the_study_table(tmp_path):
     rows = []
     for key, es_lv in (("a", 4), ("b", 6), ("c", 5)):
-        rows += subject_measure_rows(subject(key, ((10, 5, 8), (es_lv, 5, 4)), ((10, 5, 8), (5, 5, 4))), {})
+        rows += subject_measure_rows(subject(key, ((10, 5, 8), (es_lv, 5, 4)), ((10, 5, 8), (5, 5, 4))), SimpleNamespace(extra={}))
     path = tmp_path / "measures.csv"
     write_rows_csv(path, rows, list(rows[0]))
     back = read_measures_csv(path)
@@ -65,6 +65,6 @@ def test_the_agreement_figure_is_written_when_matplotlib_is_there(tmp_path):
     pytest.importorskip("matplotlib")
     rows = []
     for key, es_lv in (("a", 4), ("b", 6), ("c", 5)):
-        rows += subject_measure_rows(subject(key, ((10, 5, 8), (es_lv, 5, 4)), ((10, 5, 8), (5, 5, 4))), {})
+        rows += subject_measure_rows(subject(key, ((10, 5, 8), (es_lv, 5, 4)), ((10, 5, 8), (5, 5, 4))), SimpleNamespace(extra={}))
     path = plot_agreement(rows, tmp_path / "agreement.png", title="run")
     assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

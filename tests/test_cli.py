@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import run
+from cmrssp import cli
 from cmrssp.data.cache import open_cache
 from cmrssp.data.slices import load_slices
 from cmrssp.data.splits import Split
@@ -19,23 +20,56 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_help_of_every_command_runs():
     result = subprocess.run([sys.executable, str(ROOT / "run.py"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "prepare" in result.stdout and "phantom" in result.stdout
-    for command in ("phantom", "prepare", "split", "info"):
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == {"phantom", "prepare", "split", "info", "pretrain", "finetune", "evaluate", "predict",
+                             "study", "probe"}
+    for command in commands:
         with pytest.raises(SystemExit) as exit_info:
             run.main([command, "--help"])
         assert exit_info.value.code == 0
 
 
+def test_help_and_info_need_no_torch(tmp_path):
+    """--help of every command, and reading a cache (`info`), import neither torch nor the cache writer."""
+    code = ("import sys, contextlib, io\n"
+            "from cmrssp.cli import build_parser\n"
+            "parser = build_parser()\n"
+            "for command in parser._subparsers._group_actions[0].choices:\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "        parser.parse_args([command, '--help'])\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_abbreviated_flags_are_refused(capsys):
+    """--subset must not silently mean --subset-seed (argparse's abbreviations are off)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["split", "--cache", "c", "--out", "s.json", "--subset", "2"])
+    assert exit_info.value.code == 2 and "--subset" in capsys.readouterr().err
+
+
+def test_every_flag_is_defined_once_in_the_command_line_module():
+    """One definition per flag: a flag string appears in at most one add_argument call of cmrssp/cli.py."""
+    import re
+
+    text = (ROOT / "cmrssp" / "cli.py").read_text()
+    flags = re.findall(r'add_argument\(\s*"(--[a-z-]+)"', text)
+    repeated = sorted({flag for flag in flags if flags.count(flag) > 1})
+    assert not repeated, repeated
+
+
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "phantoms"
-    assert run.main(["phantom", "--out", str(out), "--subjects", "6", "--seed", "3", "--preset", "tiny"]) == 0
+    assert run.main(["phantom", "--out", str(out), "--subjects", "6", "--cohort-seed", "3", "--scale", "tiny"]) == 0
     return out
 
 
 @pytest.mark.parametrize("layout", ["mnms", "mnms2", "acdc"])
 def test_phantom_layouts_prepare_into_one_consistent_cache(tmp_path, layout):
     raw = tmp_path / layout
-    assert run.main(["phantom", "--out", str(raw), "--subjects", "2", "--seed", "1", "--layout", layout, "--preset", "tiny"]) == 0
+    assert run.main(["phantom", "--out", str(raw), "--subjects", "2", "--cohort-seed", "1", "--layout", layout, "--scale", "tiny"]) == 0
     cache_dir = tmp_path / "cache"
     args = ["prepare", "--dataset", layout, "--root", str(raw), "--out", str(cache_dir), "--spacing", "5", "--size", "32"]
     assert run.main(args) == 0
@@ -44,8 +78,8 @@ def test_phantom_layouts_prepare_into_one_consistent_cache(tmp_path, layout):
     qa = {row.split(",")[0] for row in (raw / "phantom_qa.csv").read_text().splitlines()[1:]}
     for key in cache.keys:
         meta = cache.meta(key)
-        assert meta["labelled"] and list(meta["label_phases"]) == ["ED", "ES"]
-        assert meta["subject_id"] in qa
+        assert meta.labelled and list(meta.label_phases) == ["ED", "ES"]
+        assert meta.subject_id in qa
         labels = cache.labels(key)
         # canonical labels whatever the layout: the LV cavity (1) sits inside the myocardium (2)
         assert set(np.unique(labels)) <= {0, 1, 2, 3} and (labels == 1).sum() > 0 and (labels == 2).sum() > 0
@@ -61,16 +95,16 @@ def test_prepare_split_and_slices_end_to_end(tmp_path, tiny_cohort):
                      "--spacing", "5", "--size", "32"]) == 0
     assert json.loads((cache_dir / "manifest.json").read_text())["subjects"] == before["subjects"]
     split_file = tmp_path / "split.json"
-    assert run.main(["split", "--cache", str(cache_dir), "--out", str(split_file), "--test", "2", "--seed", "0",
-                     "--subset", "2", "--subset-seed", "1"]) == 0
+    assert run.main(["split", "--cache", str(cache_dir), "--out", str(split_file), "--test", "2", "--split-seed", "0",
+                     "--n-subjects", "2", "--subset-seed", "1"]) == 0
     split = Split.load(split_file)
     assert len(split.test) == 2 and len(split.train) == 2
     assert not set(split.train) & set(split.valid) and not set(split.train) & set(split.test)
     cache = open_cache(cache_dir)
     segmentation = load_slices(cache, split.train, "segmentation")
     pretraining = load_slices(cache, split.train, "pretraining")
-    n_slices = sum(cache.meta(k)["n_slices"] for k in split.train)
-    n_frames = sum(cache.meta(k)["n_slices"] * cache.meta(k)["n_frames"] for k in split.train)
+    n_slices = sum(cache.meta(k).n_slices for k in split.train)
+    n_frames = sum(cache.meta(k).n_slices * cache.meta(k).n_frames for k in split.train)
     assert len(segmentation) == 2 * n_slices and len(pretraining) == n_frames
     assert run.main(["info", "--cache", str(cache_dir)]) == 0
 
@@ -83,13 +117,13 @@ def test_upstream_split_with_unknown_subjects_fails_clearly(tmp_path, tiny_cohor
     upstream = tmp_path / "default-cine-split-nr2-seed0.yaml"
     upstream.write_text('"test":\n  "mm1":\n  - "Z0Z0Z1"\n"train":\n  "mm1":\n  - "Z0Z0Z2"\n  - "Z0Z0Z3"\n'
                         '"valid":\n  "mm1":\n  - "Z0Z0Z4"\n')
-    code = run.main(["split", "--cache", str(cache_dir), "--out", str(tmp_path / "s.json"), "--upstream", str(upstream)])
+    code = run.main(["split", "--cache", str(cache_dir), "--out", str(tmp_path / "s.json"), "--split", str(upstream)])
     error = error_line(capsys)
     assert code == 2
     assert str(upstream) in error and "4 subject(s)" in error and "not available" in error
     assert not (tmp_path / "s.json").exists()
     # the study's published splits by name, with no file at hand: this cache lacks their subjects
-    code = run.main(["split", "--cache", str(cache_dir), "--out", str(tmp_path / "s.json"), "--upstream", "paper-nr10-seed0"])
+    code = run.main(["split", "--cache", str(cache_dir), "--out", str(tmp_path / "s.json"), "--split", "paper-nr10-seed0"])
     error = error_line(capsys)
     assert code == 2 and "published split paper-nr10-seed0" in error and "not available" in error
     assert run.main(["finetune", "--preset", "tiny", "--data", str(cache_dir), "--split", "paper", "--no-progress",
@@ -105,7 +139,13 @@ def test_command_line_names_match_the_package():
     from cmrssp.presets import PRESET_NAMES
     from cmrssp.protocols import PROTOCOLS
 
-    assert run.PRESET_NAMES == PRESET_NAMES and run.PROTOCOL_NAMES == tuple(PROTOCOLS)
+    from cmrssp.config import PREPARE_PRESETS
+    from cmrssp.data.phantom import PHANTOM_PRESETS
+    from cmrssp.methods import METHODS
+
+    assert cli.PRESET_NAMES == PRESET_NAMES and cli.PROTOCOL_NAMES == tuple(PROTOCOLS)
+    assert cli.GRID_NAMES == tuple(PREPARE_PRESETS) and cli.PHANTOM_SCALES == tuple(PHANTOM_PRESETS)
+    assert cli.METHOD_NAMES == METHODS
 
 
 def error_line(capsys) -> str:
@@ -162,7 +202,7 @@ def test_prepare_geometry_flag_is_recorded_and_checked(tmp_path, tiny_cohort, ca
     cache = open_cache(cache_dir)
     assert cache.config.geometry == "header"
     meta = cache.meta(cache.keys[0])
-    assert meta["geometry"]["mode"] == "header" and meta["geometry"]["finding"] is None  # the phantom's records agree
+    assert meta.geometry.mode == "header" and meta.geometry.finding is None  # the phantom's records agree
     capsys.readouterr()
     args[-1] = "affine"
     assert run.main(args) == 2  # one cache, one rule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -43,10 +44,10 @@ def test_evaluation_scores_every_test_volume_in_the_original_grid(trained, tmp_p
         meta = cache.meta(row["key"])
         exported = nib.load(folder / "nifti" / f"{row['key']}_{row['phase']}.nii.gz")
         # the viewer overlay: same affine and shape as the subject's original file
-        np.testing.assert_allclose(exported.affine, np.asarray(meta["affine"]), atol=1e-5)
-        assert exported.shape == tuple(meta["native_shape"][:3])
+        np.testing.assert_allclose(exported.affine, np.asarray(meta.affine), atol=1e-5)
+        assert exported.shape == tuple(meta.native_shape[:3])
         predicted = np.asarray(exported.dataobj).astype(np.uint8)
-        volume = list(meta["label_phases"]).index(row["phase"])
+        volume = list(meta.label_phases).index(row["phase"])
         truth = cache.labels_native(row["key"])[..., volume]
         dice = dice_3d(predicted, truth)
         assert [row["dice_lv"], row["dice_myo"], row["dice_rv"]] == pytest.approx(dice.tolist())
@@ -68,18 +69,18 @@ def test_a_perfect_prediction_scores_one(trained):
     key = cache.subjects(labelled=True)[0]
     meta = cache.meta(key)
     truth = cache.labels_native(key)[..., 0]
-    row = score_volume(VolumePrediction(key, "ED", 0, truth.copy(), truth, tuple(meta["spacing_native"])), meta)
+    row = score_volume(VolumePrediction(key, "ED", 0, truth.copy(), truth, tuple(meta.spacing_native)), meta)
     assert row["dice_mean"] == 1.0 and row["hd95_mean"] == 0.0
 
 
 def test_source_label_convention_lookup():
-    acdc = source_label_lookup({"dataset": "acdc", "key": "acdc-1"}, None)
+    acdc = source_label_lookup(SimpleNamespace(dataset="acdc", key="acdc-1", extra={}), None)
     assert acdc.tolist() == [0, 3, 2, 1]  # ACDC: 1 RV, 2 MYO, 3 LV
-    assert source_label_lookup({"dataset": "mnms", "key": "mnms-A"}, None).tolist() == [0, 1, 2, 3]
-    nnunet = {"dataset": "nnunet", "key": "nnunet-7", "extra": {"label_map": {"0": 0, "10": 3, "20": 2, "30": 1}}}
+    assert source_label_lookup(SimpleNamespace(dataset="mnms", key="mnms-A", extra={}), None).tolist() == [0, 1, 2, 3]
+    nnunet = SimpleNamespace(dataset="nnunet", key="nnunet-7", extra={"label_map": {"0": 0, "10": 3, "20": 2, "30": 1}})
     assert source_label_lookup(nnunet, None).tolist() == [0, 30, 20, 10]
     with pytest.raises(InputError, match="label values"):
-        source_label_lookup({"dataset": "nnunet", "key": "nnunet-7", "extra": {}}, None)
+        source_label_lookup(SimpleNamespace(dataset="nnunet", key="nnunet-7", extra={}), None)
 
 
 def test_evaluate_without_arguments_does_only_pending_runs(trained, capsys):

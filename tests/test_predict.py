@@ -89,7 +89,7 @@ def test_a_dataset_folder_gives_what_the_evaluation_path_gives(trained, folder_p
     seen = np.zeros(4, dtype=np.int64)
     for key in cache.keys:
         meta, name = cache.meta(key), key.removeprefix("mnms-")
-        source = nib.load(meta["source"][0])
+        source = nib.load(meta.source[0])
         written = nib.load(out / f"{name}_pred.nii.gz")
         labels = np.asarray(written.dataobj)
         # the input's own grid and header
@@ -105,7 +105,7 @@ def test_a_dataset_folder_gives_what_the_evaluation_path_gives(trained, folder_p
         # volumes.csv: every frame, voxel counts x voxel volume (closed form)
         rows = [row for row in volumes if row["subject"] == name]
         assert [int(row["frame"]) for row in rows] == list(range(source.shape[3]))
-        voxel_ml = float(np.prod(meta["spacing_native"])) / 1000.0
+        voxel_ml = float(np.prod(meta.spacing_native)) / 1000.0
         for row in rows:
             counts = np.bincount(labels[..., int(row["frame"])].ravel(), minlength=4)
             assert [float(row[c]) for c in ("lv_ml", "myo_ml", "rv_ml")] == pytest.approx(
@@ -113,16 +113,16 @@ def test_a_dataset_folder_gives_what_the_evaluation_path_gives(trained, folder_p
         # ED/ES from the dataset's CSV; EDV is the LV volume of the ED frame
         row = next(row for row in measures if row["subject"] == name)
         assert row["ed_es_source"] == "dataset"
-        assert (int(row["ed_frame"]), int(row["es_frame"])) == (meta["ed"], meta["es"])
-        assert float(row["lvedv_ml"]) == pytest.approx(float(rows[meta["ed"]]["lv_ml"]), abs=1e-4)
-        assert float(row["rvesv_ml"]) == pytest.approx(float(rows[meta["es"]]["rv_ml"]), abs=1e-4)
+        assert (int(row["ed_frame"]), int(row["es_frame"])) == (meta.ed, meta.es)
+        assert float(row["lvedv_ml"]) == pytest.approx(float(rows[meta.ed]["lv_ml"]), abs=1e-4)
+        assert float(row["rvesv_ml"]) == pytest.approx(float(rows[meta.es]["rv_ml"]), abs=1e-4)
         assert float(row["bsa_m2"]) > 0  # the M&Ms CSV's height and weight
     assert np.all(seen > 0), f"every class should be predicted somewhere, got counts {seen}"
 
 
 def test_loose_files_4d_and_3d(trained, folder_prediction, tmp_path, capsys):
     name = trained.cache.keys[0].removeprefix("mnms-")
-    cine_file = Path(trained.cache.meta(trained.cache.keys[0])["source"][0])
+    cine_file = Path(trained.cache.meta(trained.cache.keys[0]).source[0])
     loose = tmp_path / "scans"
     loose.mkdir()
     shutil.copy(cine_file, loose / "cine.nii.gz")
@@ -194,7 +194,7 @@ def test_an_unreadable_input_fails_naming_it_and_writes_nothing_of_it(trained, t
     assert str(bad) in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     # after a good scan, the bad one leaves the good one's files and tables, and nothing of its own
-    good = Path(trained.cache.meta(trained.cache.keys[0])["source"][0])
+    good = Path(trained.cache.meta(trained.cache.keys[0]).source[0])
     with pytest.raises(InputError, match="x.nii.gz"):
         predict_inputs(trained.run_dir, [good, bad], out, **QUIET)
     stem = good.name.removesuffix(".nii.gz")
@@ -215,7 +215,7 @@ def test_bad_runs_and_inputs_are_named(trained, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="not a NIfTI file"):
         find_scans([tmp_path / "notes.txt"])
-    shutil.copy(Path(trained.cache.meta(trained.cache.keys[0])["source"][0]), tmp_path / "a.nii.gz")
+    shutil.copy(Path(trained.cache.meta(trained.cache.keys[0]).source[0]), tmp_path / "a.nii.gz")
     (tmp_path / "again").mkdir()
     shutil.copy(tmp_path / "a.nii.gz", tmp_path / "again" / "a.nii.gz")
     with pytest.raises(InputError, match="output name 'a'"):

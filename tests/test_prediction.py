@@ -32,7 +32,7 @@ def _disk_subject(shape, spacing, centre, radius_mm, box_border=0):
 
 def _window_logits(prepared):
     """One-hot logits (Z, 4, S, S) of the stored canvas labels inside the evaluation window."""
-    start, stop = prepared.meta["evaluation_window"]
+    start, stop = prepared.meta.evaluation_window
     window = torch.from_numpy(prepared.labels[0, :, start:stop, start:stop].astype(np.int64))
     return F.one_hot(window, 4).permute(0, 3, 1, 2).float() * 10.0
 
@@ -72,8 +72,8 @@ def test_inverse_is_exact_for_coordinate_fields(spacing, shape, border):
     subject = _disk_subject(shape, spacing, centre=(20.0, 18.0), radius_mm=9, box_border=border)
     prepared = prepare_subject(subject, PrepareConfig(spacing=2.0, size=32, canvas=48))
     meta = prepared.meta
-    start = meta["evaluation_window"][0]
-    scale, offset = (np.asarray(meta["grid"][name]) for name in ("scale", "offset"))
+    start = meta.evaluation_window[0]
+    scale, offset = (np.asarray(getattr(meta.grid, name)) for name in ("scale", "offset"))
     k = np.arange(start, start + 32, dtype=np.float64)
     logits = torch.zeros(1, 4, 32, 32)
     logits[0, 0] = torch.from_numpy(scale[0] * k + offset[0])[:, None].float().expand(32, 32)

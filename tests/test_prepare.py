@@ -95,7 +95,7 @@ def test_evaluation_grid_equals_direct_resample_about_image_centre():
     subject = _ramp_subject()
     prepared = prepare_subject(subject, CONFIG)
     meta = prepared.meta
-    assert meta["content_box"] == [[2, 20], [0, 15]]
+    assert meta.content_box == ((2, 20), (0, 15))
 
     # Independent reference: scale the cropped image about its centre straight to S x S (torch
     # affine_grid semantics: normalized align_corners=False coordinates times the FOV ratio).
@@ -110,7 +110,7 @@ def test_evaluation_grid_equals_direct_resample_about_image_centre():
     cropped = subject.image[2:20, 0:15].astype(np.float64)
     shifted = cropped - cropped.min()
     mean, std = shifted.mean(), shifted.std(ddof=1)
-    window = slice(*meta["evaluation_window"])
+    window = slice(*meta.evaluation_window)
 
     # 1. Bicubic (exact torch kernel, zero padding outside the crop) everywhere in the window.
     w0, w1 = _cubic_weights(coords[0], 18), _cubic_weights(coords[1], 15)
@@ -135,27 +135,27 @@ def test_standardization_statistics_and_background():
     meta = prepare_subject(subject, CONFIG).meta
     cropped = subject.image[2:20, 0:15]
     shifted = cropped.astype(np.float64) - cropped.min()
-    stats = meta["stats"]
-    assert stats["subtracted_minimum"] == pytest.approx(float(cropped.min()))
-    assert stats["min"] == 0.0
-    assert stats["mean"] == pytest.approx(shifted.mean(), rel=1e-6)
-    assert stats["std"] == pytest.approx(shifted.std(ddof=1), rel=1e-6)
-    assert stats["std"] != pytest.approx(shifted.std(ddof=0), rel=1e-6)
-    assert stats["max"] == pytest.approx(shifted.max())
-    assert meta["background_value"] == pytest.approx(-shifted.mean() / shifted.std(ddof=1))
-    assert meta["standardized_max"] == pytest.approx((shifted.max() - shifted.mean()) / shifted.std(ddof=1))
+    stats = meta.stats
+    assert stats.subtracted_minimum == pytest.approx(float(cropped.min()))
+    assert stats.min == 0.0
+    assert stats.mean == pytest.approx(shifted.mean(), rel=1e-6)
+    assert stats.std == pytest.approx(shifted.std(ddof=1), rel=1e-6)
+    assert stats.std != pytest.approx(shifted.std(ddof=0), rel=1e-6)
+    assert stats.max == pytest.approx(shifted.max())
+    assert meta.background_value == pytest.approx(-shifted.mean() / shifted.std(ddof=1))
+    assert meta.standardized_max == pytest.approx((shifted.max() - shifted.mean()) / shifted.std(ddof=1))
 
 
 def test_out_of_field_pixels_hold_background_value():
     prepared = prepare_subject(_subject(), CONFIG)
     # Along axis 1 the image spans 18 x 1.2 = 21.6 mm, the canvas 24 x 1.25 = 30 mm: its edge
     # columns lie outside the field of view.
-    scale, offset = np.array(prepared.meta["grid"]["scale"]), np.array(prepared.meta["grid"]["offset"])
+    scale, offset = np.array(prepared.meta.grid.scale), np.array(prepared.meta.grid.offset)
     x1 = scale[1] * np.arange(CONFIG.canvas_size) + offset[1]
     outside = np.flatnonzero(x1 < -2.5)  # beyond the bicubic footprint of the first column
     assert outside.size > 0
     values = prepared.image[:, :, :, outside].astype(np.float64)
-    np.testing.assert_allclose(values, prepared.meta["background_value"], atol=2e-3)
+    np.testing.assert_allclose(values, prepared.meta.background_value, atol=2e-3)
 
 
 def test_known_point_maps_through_grid_and_canvas_affine():
@@ -169,7 +169,7 @@ def test_known_point_maps_through_grid_and_canvas_affine():
     prepared = prepare_subject(subject, config)
     meta, image = prepared.meta, prepared.image[0, 1].astype(np.float64)
 
-    scale, offset = np.array(meta["grid"]["scale"]), np.array(meta["grid"]["offset"])
+    scale, offset = np.array(meta.grid.scale), np.array(meta.grid.offset)
     # Direct numpy computation of the map: k -> f (k + 0.5 - C/2) + N/2 - 0.5 + b.
     canvas, spacing = config.canvas_size, np.array([1.5, 1.2])
     expected_scale = config.spacing / spacing
@@ -185,13 +185,13 @@ def test_known_point_maps_through_grid_and_canvas_affine():
     np.testing.assert_allclose(measured, predicted, atol=0.15)
 
     # World coordinates are preserved: canvas_affine @ k == affine @ (scale k + offset).
-    canvas_affine, affine = np.array(meta["canvas_affine"]), np.array(meta["affine"])
+    canvas_affine, affine = np.array(meta.canvas_affine), np.array(meta.affine)
     for k in ([3.0, 17.0, 1.0], [0.0, 0.0, 0.0], [39.0, 5.5, 2.0]):
         native = [scale[0] * k[0] + offset[0], scale[1] * k[1] + offset[1], k[2], 1.0]
         np.testing.assert_allclose(canvas_affine @ [*k, 1.0], affine @ native, atol=1e-9)
     np.testing.assert_allclose(np.linalg.norm(canvas_affine[:3, :3], axis=0), [1.0, 1.0, 8.0], atol=1e-9)
-    assert meta["native_shape"] == [24, 20, 3, 2]
-    np.testing.assert_allclose(meta["spacing_native"], [1.5, 1.2, 8.0])
+    assert meta.native_shape == (24, 20, 3, 2)
+    np.testing.assert_allclose(meta.spacing_native, [1.5, 1.2, 8.0])
 
 
 def test_labels_are_nearest_resampled_on_the_same_canvas():
@@ -206,7 +206,7 @@ def test_labels_are_nearest_resampled_on_the_same_canvas():
     assert set(np.unique(prepared.labels).tolist()) <= {0, 1, 2, 3}
     np.testing.assert_array_equal(prepared.labels_native, labels)
 
-    scale, offset = np.array(prepared.meta["grid"]["scale"]), np.array(prepared.meta["grid"]["offset"])
+    scale, offset = np.array(prepared.meta.grid.scale), np.array(prepared.meta.grid.offset)
     k = np.arange(CONFIG.canvas_size)
     index = [np.rint(scale[i] * k + offset[i]).astype(int) for i in (0, 1)]
     valid = [(index[0] >= 2) & (index[0] < 20), (index[1] >= 0) & (index[1] < 15)]
@@ -224,34 +224,34 @@ def test_content_box_crop_moves_the_centre():
     padded.image = np.pad(plain.image, ((3, 0), (0, 5), (0, 0), (0, 0)))
     padded.labels = np.pad(plain.labels, ((3, 0), (0, 5), (0, 0), (0, 0)))
     a, b = prepare_subject(plain, CONFIG), prepare_subject(padded, CONFIG)
-    assert b.meta["content_box"] == [[3, 19], [0, 14]]
+    assert b.meta.content_box == ((3, 19), (0, 14))
     # The crop defines the image: same canvas content, native offsets shifted by the crop start.
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_allclose(np.subtract(b.meta["grid"]["offset"], a.meta["grid"]["offset"]), [3.0, 0.0])
+    np.testing.assert_allclose(np.subtract(b.meta.grid.offset, a.meta.grid.offset), [3.0, 0.0])
     np.testing.assert_allclose(
-        np.subtract(b.meta["heart_centre_native"], a.meta["heart_centre_native"]), [3.0, 0.0]
+        np.subtract(b.meta.heart_centre_native, a.meta.heart_centre_native), [3.0, 0.0]
     )
-    np.testing.assert_allclose(b.meta["heart_centre_canvas"], a.meta["heart_centre_canvas"])
-    assert a.meta["stats"] == pytest.approx(b.meta["stats"])
+    np.testing.assert_allclose(b.meta.heart_centre_canvas, a.meta.heart_centre_canvas)
+    assert vars(a.meta.stats) == pytest.approx(vars(b.meta.stats))
     # Without the crop the padded image's centre would lie 2.5 px further along axis 1.
-    assert b.meta["native_shape"][1] - 14 == 5
+    assert b.meta.native_shape[1] - 14 == 5
 
 
 def test_heart_centre_and_radius():
     subject = _subject()
     meta = prepare_subject(subject, CONFIG).meta
     # Foreground union: the 8 x 8 square at rows 5..12, columns 4..11 (slice 0).
-    np.testing.assert_allclose(meta["heart_centre_native"], [8.5, 7.5], atol=1e-9)
+    np.testing.assert_allclose(meta.heart_centre_native, [8.5, 7.5], atol=1e-9)
     radius_px = np.hypot(3.5, 3.5)
-    assert meta["heart_radius_mm"] == pytest.approx(radius_px * (1.5 + 1.2) / 2)
-    scale, offset = np.array(meta["grid"]["scale"]), np.array(meta["grid"]["offset"])
-    np.testing.assert_allclose(meta["heart_centre_canvas"], (np.array([8.5, 7.5]) - offset) / scale)
+    assert meta.heart_radius_mm == pytest.approx(radius_px * (1.5 + 1.2) / 2)
+    scale, offset = np.array(meta.grid.scale), np.array(meta.grid.offset)
+    np.testing.assert_allclose(meta.heart_centre_canvas, (np.array([8.5, 7.5]) - offset) / scale)
 
     unlabelled = prepare_subject(_subject(labelled=False), CONFIG)
     assert unlabelled.labels is None and unlabelled.labels_native is None
-    assert unlabelled.meta["heart_centre_native"] is None and unlabelled.meta["heart_centre_canvas"] is None
-    assert unlabelled.meta["heart_radius_mm"] is None
+    assert unlabelled.meta.heart_centre_native is None and unlabelled.meta.heart_centre_canvas is None
+    assert unlabelled.meta.heart_radius_mm is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,15 +324,15 @@ def test_enclosing_circle_hand_cases():
 def test_base_first_from_labels():
     subject = _subject()
     meta = prepare_subject(subject, CONFIG).meta
-    assert meta["base_first"] is True and meta["base_first_source"] == "labels"
-    assert meta["slice_positions"] == pytest.approx([0, 1 / 3, 2 / 3])
+    assert meta.base_first is True and meta.base_first_source == "labels"
+    assert meta.slice_positions == pytest.approx([0, 1 / 3, 2 / 3])
 
     flipped = _subject()
     flipped.image = flipped.image[:, :, ::-1].copy()
     flipped.labels = flipped.labels[:, :, ::-1].copy()
     meta = prepare_subject(flipped, CONFIG).meta
-    assert meta["base_first"] is False and meta["base_first_source"] == "labels"
-    assert meta["slice_positions"] == pytest.approx([2 / 3, 1 / 3, 0])
+    assert meta.base_first is False and meta.base_first_source == "labels"
+    assert meta.slice_positions == pytest.approx([2 / 3, 1 / 3, 0])
 
 
 def test_base_first_falls_back_to_the_affine():
@@ -346,11 +346,11 @@ def test_base_first_falls_back_to_the_affine():
         return affine
 
     towards_apex = prepare_subject(_subject(labelled=False, affine=affine_with_slice_axis(BASE_TO_APEX_RAS)), CONFIG)
-    assert towards_apex.meta["base_first"] is True and towards_apex.meta["base_first_source"] == "affine"
-    assert towards_apex.meta["slice_positions"] == pytest.approx([0, 1 / 3, 2 / 3])
+    assert towards_apex.meta.base_first is True and towards_apex.meta.base_first_source == "affine"
+    assert towards_apex.meta.slice_positions == pytest.approx([0, 1 / 3, 2 / 3])
     towards_base = prepare_subject(_subject(labelled=False, affine=affine_with_slice_axis(-BASE_TO_APEX_RAS)), CONFIG)
-    assert towards_base.meta["base_first"] is False
-    assert towards_base.meta["slice_positions"] == pytest.approx([2 / 3, 1 / 3, 0])
+    assert towards_base.meta.base_first is False
+    assert towards_base.meta.slice_positions == pytest.approx([2 / 3, 1 / 3, 0])
     # Identity: slices go towards the head (superior), i.e. from the apex to the base.
     assert base_first_from_affine(np.diag([1.0, 1.0, 8.0, 1.0])) is False
 
@@ -359,20 +359,20 @@ def test_base_first_falls_back_to_the_affine():
     symmetric.labels[:] = 0
     symmetric.labels[6:12, 5:11, :, :] = 1
     meta = prepare_subject(symmetric, CONFIG).meta
-    assert meta["base_first_source"] == "affine" and meta["base_first"] is True
+    assert meta.base_first_source == "affine" and meta.base_first is True
 
 
 def test_meta_fields():
     meta = prepare_subject(_subject(), CONFIG).meta
-    assert meta["key"] == "mnms-S1" and meta["dataset"] == "mnms" and meta["subject_id"] == "S1"
-    assert meta["vendor"] == "A" and meta["pathology"] == "NOR"
-    assert (meta["ed"], meta["es"]) == (0, 2)
-    assert meta["label_frames"] == [0, 2] and meta["label_phases"] == ["ED", "ES"]
-    assert meta["labelled"] is True and meta["n_frames"] == 4 and meta["n_slices"] == 3
-    assert meta["extra"] == {"np_value": 3}
-    assert meta["canvas"] == 24 and meta["size"] == 16 and meta["spacing"] == 1.25
-    assert meta["evaluation_window"] == [4, 20]
-    json.dumps(meta)  # plain JSON types only
+    assert meta.key == "mnms-S1" and meta.dataset == "mnms" and meta.subject_id == "S1"
+    assert meta.vendor == "A" and meta.pathology == "NOR"
+    assert (meta.ed, meta.es) == (0, 2)
+    assert meta.label_frames == (0, 2) and meta.label_phases == ("ED", "ES")
+    assert meta.labelled is True and meta.n_frames == 4 and meta.n_slices == 3
+    assert meta.extra == {"np_value": 3}
+    assert meta.canvas == 24 and meta.size == 16 and meta.spacing == 1.25
+    assert meta.evaluation_window == (4, 20)
+    json.dumps(meta.to_dict())  # plain JSON types only
 
 
 def test_constant_image_is_rejected():
@@ -421,7 +421,7 @@ def test_prepare_cache_manifest_and_reading(tmp_path):
     np.testing.assert_array_equal(cache.labels("mnms-S2"), expected.labels)
     np.testing.assert_array_equal(cache.labels_native("mnms-S2"), expected.labels_native)
     assert cache.labels("mnms-T1") is None and cache.labels_native("mnms-T1") is None
-    assert cache.meta("mnms-S2")["grid"] == expected.meta["grid"]
+    assert cache.meta("mnms-S2").grid == expected.meta.grid
     with pytest.raises(InputError, match="not in this cache"):
         cache.image("mnms-XX")
 
@@ -554,9 +554,9 @@ def test_reader_findings_are_reported_once_per_dataset_and_kind(tmp_path):
     assert "mnms: 2 subjects with geometry:conflict (first mnms-S1" in described
     assert "acdc: 1 subject with geometry:conflict" in described
     # the cache records what geometry each subject used (here: built in memory from its affine)
-    meta = json.loads((tmp_path / "cache" / "subjects" / "mnms-S1" / "meta.json").read_text())
-    assert meta["geometry"]["chosen"] == "affine" and meta["notices"] == ["geometry:conflict"]
-    assert meta["source_header"] is None
+    meta = open_cache(tmp_path / "cache").meta("mnms-S1")
+    assert meta.geometry.chosen == "affine" and meta.notices == ("geometry:conflict",)
+    assert meta.source_header is None
 
 
 def test_a_cache_refuses_another_geometry_rule(tmp_path):

@@ -97,8 +97,8 @@ def test_every_volume_and_class_is_checked(paper):
     assert len(rows) == len(PATIENTS) * 2 * 3  # ED, ES x LV, MYO, RV
     assert all(row["reference_ml"] > 0 for row in rows)
     meta = cache.meta("acdc-patient090")
-    assert meta["extra"]["cine"] and meta["label_phases"] == ["ED", "ES"]
-    assert meta["label_frames"][0] == 3  # Info.cfg ED: 4 (1-based) in the 4D cine
+    assert meta.extra["cine"] and meta.label_phases == ("ED", "ES")
+    assert meta.label_frames[0] == 3  # Info.cfg ED: 4 (1-based) in the 4D cine
 
 
 def test_prepared_volumes_match_the_original_within_2_percent(paper):

@@ -44,7 +44,7 @@ def pipeline(tmp_path_factory):
                          "--spacing", "8", "--size", "32", "--workers", "1"]) == 0
     split = root / "split.json"
     assert run.main(["split", "--cache", str(cache), "--out", str(split), "--test", "2", "--valid-fraction", "0.25",
-                     "--subset", "2"]) == 0
+                     "--n-subjects", "2"]) == 0
     common = ["--preset", "tiny", "--data", str(cache), "--split", str(split), "--runs-dir", str(root / "runs"),
               "--no-progress"]
     assert run.main(["pretrain", "--method", "pcl", "--iterations", "2", *common]) == 0
@@ -66,14 +66,14 @@ def test_ed_es_only_subjects_are_two_frame_labelled_subjects(pipeline):
     cache = open_cache(root / "cache")
     assert len(cache) == len(PATIENTS) and len(cache.subjects(labelled=True)) == len(PATIENTS)
     meta = cache.meta("acdc-patient001")
-    assert (meta["n_frames"], meta["ed"], meta["es"], meta["label_phases"]) == (2, 0, 1, ["ED", "ES"])
-    assert meta["extra"]["info_ed_es"] == [1, 12] and meta["extra"]["cine"] is False
-    assert (meta["extra"]["height"], meta["extra"]["weight"]) == (184.0, 95.0)  # Info.cfg
-    np.testing.assert_allclose(meta["spacing_native"], [1.5625, 1.5625, 10.0])
-    assert meta["geometry"]["chosen"] == "header" and meta["geometry"]["finding"] == "placeholder-affine"
+    assert (meta.n_frames, meta.ed, meta.es, meta.label_phases) == (2, 0, 1, ("ED", "ES"))
+    assert meta.extra["info_ed_es"] == [1, 12] and meta.extra["cine"] is False
+    assert (meta.extra["height"], meta.extra["weight"]) == (184.0, 95.0)  # Info.cfg
+    np.testing.assert_allclose(meta.spacing_native, [1.5625, 1.5625, 10.0])
+    assert meta.geometry.chosen == "header" and meta.geometry.finding == "placeholder-affine"
     with_cine = cache.meta("acdc-patient090")
-    assert (with_cine["n_frames"], with_cine["ed"], with_cine["es"]) == (12, 3, 10)  # Info.cfg ED 4, ES 11
-    assert cache.image("acdc-patient001").shape[:2] == (2, meta["n_slices"])
+    assert (with_cine.n_frames, with_cine.ed, with_cine.es) == (12, 3, 10)  # Info.cfg ED 4, ES 11
+    assert cache.image("acdc-patient001").shape[:2] == (2, meta.n_slices)
 
 
 def test_split_subset_pretraining_and_finetuning_used_them(pipeline):

@@ -75,15 +75,15 @@ def test_segmentation_slices(cache):
         meta = cache.meta(key)
         rows = (slices.subject == number).numpy()
         image, labels = np.asarray(cache.image(key)), np.asarray(cache.labels(key))
-        expected_images = image[meta["label_frames"]].reshape(-1, 24, 24)
+        expected_images = image[list(meta.label_frames)].reshape(-1, 24, 24)
         np.testing.assert_array_equal(slices.images[rows].numpy(), expected_images)
         np.testing.assert_array_equal(slices.labels[rows].numpy(), labels.reshape(-1, 24, 24))
-        positions = np.tile(np.asarray(meta["slice_positions"], dtype=np.float32), 2)
+        positions = np.tile(np.asarray(meta.slice_positions, dtype=np.float32), 2)
         np.testing.assert_array_equal(slices.position[rows].numpy(), positions)
         assert slices.position.dtype == torch.float32
-        np.testing.assert_allclose(slices.centre[rows].numpy(), np.tile(meta["heart_centre_canvas"], (rows.sum(), 1)), rtol=1e-6)
-        np.testing.assert_allclose(slices.background[rows].numpy(), meta["background_value"], rtol=1e-6)
-        np.testing.assert_allclose(slices.max_value[rows].numpy(), meta["standardized_max"], rtol=1e-6)
+        np.testing.assert_allclose(slices.centre[rows].numpy(), np.tile(meta.heart_centre_canvas, (rows.sum(), 1)), rtol=1e-6)
+        np.testing.assert_allclose(slices.background[rows].numpy(), meta.background_value, rtol=1e-6)
+        np.testing.assert_allclose(slices.max_value[rows].numpy(), meta.standardized_max, rtol=1e-6)
 
 
 def test_pretraining_slices(cache):

@@ -33,7 +33,7 @@ def test_plan_covers_the_grid_in_order():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    args = ["study", "--preset", "tiny", "--methods", "mim", "--subsets", "2,all", "--seeds", "0",
+    args = ["study", "--preset", "tiny", "--methods", "mim", "--n-subjects", "2,all", "--subset-seed", "0",
             "--runs-dir", str(root / "runs"), "--data-dir", str(root / "data"), "--no-progress", "--workers", "1"]
     return root, args
 

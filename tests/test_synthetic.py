@@ -10,7 +10,7 @@ def test_synthetic_cohort_is_generated_and_prepared_once(tmp_path):
     config = PrepareConfig(spacing=5.0, size=32)
     cache_dir = prepare_synthetic(cohort, config, data_dir=tmp_path)
     cache = open_cache(cache_dir)
-    assert len(cache.keys) == 3 and all(cache.meta(k)["labelled"] for k in cache.keys)
+    assert len(cache.keys) == 3 and all(cache.meta(k).labelled for k in cache.keys)
     assert cache.config == config
     raw = synthetic_raw_dir(cohort, tmp_path)
     stamps = {p: p.stat().st_mtime_ns for p in raw.rglob("*") if p.is_file()}

@@ -77,8 +77,8 @@ def test_training_writes_run_folder_and_resume_is_exact(tmp_path, data_dir, monk
     with open(reference / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    for column in ("lr", "train_loss", "train_ce", "train_dice_loss", "val_loss", "val_dice_LV", "val_dice_MYO",
-                   "val_dice_RV", "val_dice_mean"):
+    for column in ("lr", "train_loss", "train_ce", "train_dice_loss", "val_loss", "val_dice_lv", "val_dice_myo",
+                   "val_dice_rv", "val_dice_mean"):
         assert np.isfinite(float(rows[-1][column])), column
     for name in ("config.json", "split.json", "checkpoint.pt", "weights-last.pt", "weights-best.pt"):
         assert (reference / name).is_file()

@@ -1,12 +1,12 @@
 """Reading a prepared cache (the layout is described in :mod:`cmrssp.data.prepare`).
 
 Arrays are memory-mapped (``np.load(mmap_mode="r")``): opening a cache reads only the manifest,
-and a subject's pixels are paged in when first touched.
+and a subject's pixels are paged in when first touched. The format comes from
+:mod:`cmrssp.data.subject_meta`, so reading a cache never imports torch.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cmrssp.config import PrepareConfig, from_dict
-from cmrssp.data.prepare import MANIFEST, SUBJECTS, read_manifest
+from cmrssp.data.subject_meta import MANIFEST, META, SUBJECTS, SubjectMeta, read_manifest
 from cmrssp.errors import InputError
 
 
@@ -34,7 +34,7 @@ class Cache:
         except (KeyError, TypeError):
             raise InputError(manifest_path, "a subject entry lacks its key") from None
         self.keys: list[str] = sorted(self._entries)
-        self._meta: dict[str, dict[str, Any]] = {}
+        self._meta: dict[str, SubjectMeta] = {}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -86,14 +86,10 @@ class Cache:
             and (labelled is None or bool(self._entries[key]["labelled"]) == labelled)
         ]
 
-    def meta(self, key: str) -> dict[str, Any]:
-        """The subject's ``meta.json`` (cached after the first read)."""
+    def meta(self, key: str) -> SubjectMeta:
+        """The subject's checked ``meta.json`` (read once, then cached)."""
         if key not in self._meta:
-            path = self._folder(key) / "meta.json"
-            try:
-                self._meta[key] = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise InputError(path, f"unreadable subject meta ({error})") from None
+            self._meta[key] = SubjectMeta.read(self._folder(key) / META)
         return self._meta[key]
 
     def image(self, key: str) -> np.ndarray:

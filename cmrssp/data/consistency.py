@@ -33,22 +33,22 @@ import torch
 import torch.nn.functional as F
 
 from cmrssp.data.cache import Cache
-from cmrssp.data.subject import LV, MYO, RV
+from cmrssp.data.subject import CLASS_NAMES, LV, MYO, RV
+from cmrssp.data.subject_meta import SubjectMeta
 from cmrssp.errors import InputError
 from cmrssp.measures import checked_spacing, class_volumes_ml
 from cmrssp.metrics import dice_3d
 from cmrssp.prediction import logits_to_native
 
 CLASSES = (LV, MYO, RV)
-CLASS_NAMES = {LV: "LV", MYO: "MYO", RV: "RV"}
 N_CHANNELS = 4  # background + the three cardiac classes, as the segmentation network's logits
 VOLUME_TOLERANCE = 0.02  # |prepared / original - 1| per class and volume
 DICE_THRESHOLD = 0.98  # round-trip 3D Dice per class, original grid not finer than the target
 
 
-def prepared_spacing(meta: dict[str, Any]) -> np.ndarray:
+def prepared_spacing(meta: SubjectMeta) -> np.ndarray:
     """(3,) voxel size in mm of the canvas labels (Z, C, C): (spacing, spacing, slice thickness)."""
-    return np.array([meta["spacing"], meta["spacing"], meta["spacing_native"][2]], dtype=np.float64)
+    return np.array([meta.spacing, meta.spacing, meta.spacing_native[2]], dtype=np.float64)
 
 
 def prepared_volumes_ml(cache: Cache, key: str) -> np.ndarray:
@@ -61,7 +61,7 @@ def prepared_volumes_ml(cache: Cache, key: str) -> np.ndarray:
     return np.stack([class_volumes_ml(volume, spacing) for volume in labels])
 
 
-def round_trip_volume(window_labels: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+def round_trip_volume(window_labels: np.ndarray, meta: SubjectMeta) -> np.ndarray:
     """Evaluation-window labels (Z, S, S) mapped to the original grid, uint8 (X, Y, Z).
 
     One-hot to float "logits" (Z, 4, S, S), :func:`cmrssp.prediction.logits_to_native` (bicubic,
@@ -76,7 +76,7 @@ def round_trip_volume(window_labels: np.ndarray, meta: dict[str, Any]) -> np.nda
 def round_trip_labels(cache: Cache, key: str) -> np.ndarray:
     """Every label volume of ``key`` through the round trip, uint8 (X, Y, Z, L)."""
     meta = cache.meta(key)
-    start, stop = (int(v) for v in meta["evaluation_window"])
+    start, stop = (int(v) for v in meta.evaluation_window)
     labels = _canvas_labels(cache, key)
     volumes = [round_trip_volume(volume[:, start:stop, start:stop], meta) for volume in labels]
     return np.stack(volumes, axis=3)
@@ -107,8 +107,8 @@ def subject_report(
     meta = cache.meta(key)
     reference = np.asarray(reference_labels)
     spacing = checked_spacing(reference_spacing)
-    phases = [str(phase) for phase in meta["label_phases"]]
-    expected = tuple(int(n) for n in meta["native_shape"][:3]) + (len(phases),)
+    phases = [str(phase) for phase in meta.label_phases]
+    expected = tuple(int(n) for n in meta.native_shape[:3]) + (len(phases),)
     if reference.dtype.kind not in "iub" or reference.shape != expected:
         raise InputError(
             cache.array_path(key, "labels.npy"),
@@ -119,7 +119,7 @@ def subject_report(
     returned = round_trip_labels(cache, key)
     native = cache.labels_native(key)
     inplane = float(min(spacing[:2]))
-    target = float(meta["spacing"])
+    target = float(meta.spacing)
     rows = []
     for volume, phase in enumerate(phases):
         truth = reference[..., volume]
@@ -129,7 +129,7 @@ def subject_report(
             rows.append({
                 "key": key,
                 "phase": phase,
-                "class": CLASS_NAMES[label],
+                "class": CLASS_NAMES[label - 1].upper(),
                 "reference_ml": float(reference_ml[position]),
                 "prepared_ml": float(prepared[volume, position]),
                 "volume_error": _relative_error(prepared[volume, position], reference_ml[position]),
@@ -174,7 +174,7 @@ def _relative_error(value: float, reference: float) -> float:
 ACDC_REFERENCE_LABELS = np.array([0, 3, 2, 1], dtype=np.uint8)
 
 
-def read_acdc_reference(meta: dict) -> tuple[np.ndarray, np.ndarray]:
+def read_acdc_reference(meta: SubjectMeta) -> tuple[np.ndarray, np.ndarray]:
     """The original ground truth of one prepared ACDC subject, read without the toolkit.
 
     The patient folder is the one holding the Info.cfg listed in meta ``source``; its ED/ES frame
@@ -183,15 +183,15 @@ def read_acdc_reference(meta: dict) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         (labels uint8 (X, Y, Z, L) canonical, spacing float64 (3,) from pixdim).
     """
-    info_path = next((Path(s) for s in meta["source"] if Path(s).name == "Info.cfg"), None)
+    info_path = next((Path(s) for s in meta.source if Path(s).name == "Info.cfg"), None)
     if info_path is None:
-        raise InputError(None, f"{meta['key']}: no Info.cfg among the cache's source files")
+        raise InputError(None, f"{meta.key}: no Info.cfg among the cache's source files")
     info = dict(
         (part.strip() for part in line.split(":", 1)) for line in info_path.read_text().splitlines() if ":" in line
     )
     patient = info_path.parent.name
     volumes, spacings = [], []
-    for phase in meta["label_phases"]:
+    for phase in meta.label_phases:
         path = info_path.parent / f"{patient}_frame{int(info[phase]):02d}_gt.nii.gz"
         image = nib.load(path)
         raw = np.asanyarray(image.dataobj)

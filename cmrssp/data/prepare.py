@@ -8,6 +8,7 @@ Cache layout (``FORMAT`` version ``FORMAT_VERSION``)::
     CACHE/subjects/<key>/labels.npy        uint8 (L, Z, C, C) nearest-resampled labels (labelled only)
     CACHE/subjects/<key>/labels_native.npy uint8 (X, Y, Z, L) original-grid labels (labelled only)
     CACHE/subjects/<key>/meta.json         geometry, statistics, heart centre, slice positions, ...
+                                           (:class:`cmrssp.data.subject_meta.SubjectMeta`)
 
 C = ``config.canvas_size``, T frames, Z slices, L label volumes (ED, ES, ...). Each subject folder
 is written with :func:`cmrssp.atomic.atomic_directory`: it appears complete or not at all, so a
@@ -49,7 +50,6 @@ never reorient (data-formats.md 2.1) and instead store ``base_first`` and the PC
 from __future__ import annotations
 
 import functools
-import json
 import multiprocessing
 import warnings
 import os
@@ -71,16 +71,19 @@ from cmrssp.config import PrepareConfig, to_dict
 from cmrssp.data.enclosing_circle import smallest_enclosing_circle
 from cmrssp.data.geometry import in_memory_geometry, voxel_spacing
 from cmrssp.data.subject import Notice, Subject
-from cmrssp.errors import InputError
-
-FORMAT = "cmrssp-cache"
-FORMAT_VERSION = 2  # 2: geometry from affine + pixdim, source header fields, ED/ES-only subjects
-MANIFEST = "manifest.json"
-SUBJECTS = "subjects"
-MANIFEST_FIELDS = (
-    "key", "dataset", "subject_id", "vendor", "pathology", "n_slices", "n_frames", "labelled", "label_phases",
-    "geometry_finding",
+from cmrssp.data.subject_meta import (  # the cache format
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    META,
+    SUBJECTS,
+    CanvasGrid,
+    GeometryRecord,
+    IntensityStats,
+    SubjectMeta,
+    read_manifest,
 )
+from cmrssp.errors import InputError
 
 # Anatomical base -> apex direction of the left ventricle in RAS+ world coordinates: towards the
 # patient's left (-x), anterior (+y) and inferior (-z). Only its sign against the slice axis is
@@ -103,7 +106,7 @@ class PreparedSubject:
     image: np.ndarray  # float16 (T, Z, C, C)
     labels: np.ndarray | None  # uint8 (L, Z, C, C)
     labels_native: np.ndarray | None  # uint8 (X, Y, Z, L)
-    meta: dict[str, Any]
+    meta: SubjectMeta
 
 
 @dataclass
@@ -338,49 +341,53 @@ def prepare_subject(subject: Subject, config: PrepareConfig) -> PreparedSubject:
         radius_mm = float(circle[1] * np.mean(spacing_native[:2]))
 
     start = (canvas - config.size) // 2
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "key": subject.key,
-        "dataset": subject.dataset,
-        "subject_id": subject.subject_id,
-        "vendor": subject.vendor,
-        "pathology": subject.pathology,
-        "source": [str(s) for s in subject.source],
-        "extra": _jsonable(subject.extra),
-        "ed": None if subject.ed is None else int(subject.ed),
-        "es": None if subject.es is None else int(subject.es),
-        "label_frames": [int(t) for t in subject.label_frames] if subject.labelled else [],
-        "label_phases": [str(p) for p in subject.label_phases] if subject.labelled else [],
-        "labelled": subject.labelled,
-        "n_frames": n_frames,
-        "n_slices": n_slices,
-        "config": to_dict(config),
-        "spacing": config.spacing,
-        "size": config.size,
-        "canvas": canvas,
-        "evaluation_window": [start, start + config.size],
-        "native_shape": [n_x, n_y, n_slices, n_frames],
-        "spacing_native": spacing_native.tolist(),
-        "affine": np.asarray(subject.affine, dtype=np.float64).tolist(),
-        "geometry": geometry.record(),
-        "geometry_finding": geometry.finding,
-        "source_header": geometry.source_header or None,
-        "notices": [notice.kind for notice in subject.notices],
-        "content_box": [list(box[0]), list(box[1])],
-        "grid": {"scale": scale.tolist(), "offset": offset.tolist()},
-        "canvas_affine": canvas_affine(subject.affine, scale, offset).tolist(),
-        "stats": {"mean": mean, "std": std, "min": 0.0, "max": maximum, "subtracted_minimum": minimum},
-        "background_value": -mean / std,
-        "standardized_max": standardized_max,
-        "heart_centre_native": centre_native,
-        "heart_centre_canvas": centre_canvas,
-        "heart_radius_mm": radius_mm,
-        "base_first": base_first,
-        "base_first_source": base_first_source,
-        "slice_positions": slice_positions(n_slices, base_first),
-        "prepare_seconds": round(time.perf_counter() - started, 4),
-    }
+    meta = SubjectMeta(
+        format=FORMAT,
+        version=FORMAT_VERSION,
+        key=subject.key,
+        dataset=subject.dataset,
+        subject_id=subject.subject_id,
+        vendor=subject.vendor,
+        pathology=subject.pathology,
+        source=tuple(str(s) for s in subject.source),
+        extra=_jsonable(subject.extra),
+        ed=None if subject.ed is None else int(subject.ed),
+        es=None if subject.es is None else int(subject.es),
+        label_frames=tuple(int(t) for t in subject.label_frames) if subject.labelled else (),
+        label_phases=tuple(str(p) for p in subject.label_phases) if subject.labelled else (),
+        labelled=subject.labelled,
+        n_frames=n_frames,
+        n_slices=n_slices,
+        config=config,
+        spacing=config.spacing,
+        size=config.size,
+        canvas=canvas,
+        evaluation_window=(start, start + config.size),
+        native_shape=(n_x, n_y, n_slices, n_frames),
+        spacing_native=tuple(spacing_native.tolist()),
+        affine=_matrix(subject.affine),
+        geometry=GeometryRecord(
+            mode=geometry.mode, chosen=geometry.chosen, finding=geometry.finding,
+            affine_spacing=tuple(geometry.affine_spacing), header_spacing=tuple(geometry.header_spacing),
+            affine_source=geometry.affine_source, file=geometry.path,
+        ),
+        geometry_finding=geometry.finding,
+        source_header=geometry.source_header or None,
+        notices=tuple(notice.kind for notice in subject.notices),
+        content_box=(box[0], box[1]),
+        grid=CanvasGrid(scale=tuple(scale.tolist()), offset=tuple(offset.tolist())),
+        canvas_affine=_matrix(canvas_affine(subject.affine, scale, offset)),
+        stats=IntensityStats(mean=mean, std=std, min=0.0, max=maximum, subtracted_minimum=minimum),
+        background_value=-mean / std,
+        standardized_max=standardized_max,
+        heart_centre_native=None if centre_native is None else tuple(centre_native),
+        heart_centre_canvas=None if centre_canvas is None else tuple(centre_canvas),
+        heart_radius_mm=radius_mm,
+        base_first=base_first,
+        base_first_source=base_first_source,
+        slice_positions=tuple(slice_positions(n_slices, base_first)),
+        prepare_seconds=round(time.perf_counter() - started, 4),
+    )
     return PreparedSubject(subject.key, canvas_image, labels, labels_native, meta)
 
 
@@ -392,7 +399,7 @@ def write_subject(prepared: PreparedSubject, cache_dir: str | os.PathLike) -> Pa
         if prepared.labels is not None:
             save_npy(temporary / "labels.npy", prepared.labels)
             save_npy(temporary / "labels_native.npy", prepared.labels_native)
-        write_json(temporary / "meta.json", prepared.meta)
+        write_json(temporary / META, prepared.meta.to_dict())
     return folder
 
 
@@ -550,25 +557,6 @@ def _check_manifest_config(cache_dir: Path, config: PrepareConfig) -> None:
         )
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    """Load and check ``manifest.json`` (format tag, version, config, subject entries)."""
-    try:
-        manifest = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(path, "not a prepared cache (manifest.json missing); run `prepare` first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(path, f"corrupt manifest, not valid JSON ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputError(path, f"not a {FORMAT} manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise InputError(
-            path, f"cache format version {manifest.get('version')}, this toolkit reads {FORMAT_VERSION}; prepare again"
-        )
-    if not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("subjects"), list):
-        raise InputError(path, "manifest lacks its config or subject list")
-    return manifest
-
-
 def _remove_stale_temporaries(subjects_dir: Path) -> None:
     """Remove temporary folders that a killed prepare (SIGKILL, power loss) left behind."""
     for path in subjects_dir.glob(".tmp-*"):
@@ -582,27 +570,23 @@ def _scan_subjects(cache_dir: Path, config: PrepareConfig) -> dict[str, dict[str
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         entry, subject_config = _manifest_entry(folder)
-        if subject_config != to_dict(config):
+        if subject_config != config:
             raise InputError(
-                folder / "meta.json", f"subject prepared with {subject_config}, this cache uses {to_dict(config)}"
+                folder / META, f"subject prepared with {to_dict(subject_config)}, this cache uses {to_dict(config)}"
             )
         entries[entry["key"]] = entry
     return entries
 
 
-def _manifest_entry(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(manifest entry, PrepareConfig dict) of one complete subject folder."""
-    path = folder / "meta.json"
-    try:
-        meta = json.loads(path.read_text())
-        entry = {name: meta[name] for name in MANIFEST_FIELDS}
-        subject_config = meta["config"]
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise InputError(path, f"unreadable subject meta ({error}); delete the folder and prepare again") from None
-    if entry["key"] != folder.name:
-        raise InputError(path, f"meta key {entry['key']} does not match its folder")
+def _manifest_entry(folder: Path) -> tuple[dict[str, Any], PrepareConfig]:
+    """(manifest entry, PrepareConfig) of one complete subject folder."""
+    path = folder / META
+    meta = SubjectMeta.read(path)
+    if meta.key != folder.name:
+        raise InputError(path, f"meta key {meta.key} does not match its folder")
+    entry = meta.manifest_entry()
     entry["bytes"] = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-    return entry, subject_config
+    return entry, meta.config
 
 
 def _write_manifest(cache_dir: Path, config: PrepareConfig, entries: dict[str, dict[str, Any]]) -> None:
@@ -617,6 +601,11 @@ def _write_manifest(cache_dir: Path, config: PrepareConfig, entries: dict[str, d
             "subjects": subjects,
         },
     )
+
+
+def _matrix(matrix: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """A (4, 4) matrix as nested tuples of Python floats (as JSON stores it)."""
+    return tuple(tuple(row) for row in np.asarray(matrix, dtype=np.float64).tolist())
 
 
 def _jsonable(value: Any) -> Any:

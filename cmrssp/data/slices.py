@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cmrssp.data.cache import Cache
+from cmrssp.data.subject_meta import SubjectMeta
 from cmrssp.errors import InputError
 
 KINDS = ("segmentation", "pretraining")
@@ -96,8 +97,8 @@ def resident_device(
     for keys in key_groups:
         for key in keys:
             meta = cache.meta(key)
-            frames = len(meta["label_frames"]) if kind == "segmentation" else int(meta["n_frames"])
-            n_slices += frames * int(meta["n_slices"])
+            frames = len(meta.label_frames) if kind == "segmentation" else int(meta.n_frames)
+            n_slices += frames * int(meta.n_slices)
     free, _ = torch.cuda.mem_get_info(device)
     return device if n_slices * bytes_per_slice <= fraction * free else torch.device("cpu")
 
@@ -117,12 +118,12 @@ def load_slices(
     plans = []
     for number, key in enumerate(keys):
         meta = cache.meta(key)
-        n_slices, n_frames = int(meta["n_slices"]), int(meta["n_frames"])
+        n_slices, n_frames = int(meta.n_slices), int(meta.n_frames)
         if segmentation:
-            if not meta["labelled"]:
+            if not meta.labelled:
                 raise InputError(cache.array_path(key, "meta.json"), f"subject {key} has no labels to segment")
-            frames = np.asarray(meta["label_frames"], dtype=np.int64)
-            phases = [PHASE_CODES.get(name, -1) for name in meta["label_phases"]]
+            frames = np.asarray(meta.label_frames, dtype=np.int64)
+            phases = [PHASE_CODES.get(name, -1) for name in meta.label_phases]
         else:
             frames = np.arange(n_frames, dtype=np.int64)
             phases = [_phase_of_frame(t, meta) for t in frames]
@@ -147,19 +148,19 @@ def load_slices(
             _copy_into(images, slice(start, start + count), image.reshape(count, canvas, canvas), on_cpu)
 
         frame = np.repeat(frames, n_slices)
-        ed = meta["ed"]
-        centre = meta["heart_centre_canvas"]
+        ed = meta.ed
+        centre = meta.heart_centre_canvas
         columns["subject"].append(np.full(count, number, dtype=np.int64))
         columns["frame"].append(frame)
         columns["frame_from_ed"].append(frame if ed is None else (frame - int(ed)) % n_frames)
         columns["slice_index"].append(np.tile(np.arange(n_slices, dtype=np.int64), len(frames)))
-        columns["position"].append(np.tile(np.asarray(meta["slice_positions"], dtype=np.float32), len(frames)))
+        columns["position"].append(np.tile(np.asarray(meta.slice_positions, dtype=np.float32), len(frames)))
         columns["phase"].append(np.repeat(phases, n_slices))
         columns["centre"].append(
             np.tile(np.asarray(centre if centre is not None else [np.nan, np.nan], dtype=np.float32), (count, 1))
         )
-        columns["background"].append(np.full(count, meta["background_value"], dtype=np.float32))
-        columns["max_value"].append(np.full(count, meta["standardized_max"], dtype=np.float32))
+        columns["background"].append(np.full(count, meta.background_value, dtype=np.float32))
+        columns["max_value"].append(np.full(count, meta.standardized_max, dtype=np.float32))
         start += count
 
     tensors = {
@@ -183,10 +184,10 @@ _COLUMNS = {
 }
 
 
-def _phase_of_frame(t: int, meta: dict) -> int:
-    if meta["ed"] is not None and t == meta["ed"]:
+def _phase_of_frame(t: int, meta: SubjectMeta) -> int:
+    if meta.ed is not None and t == meta.ed:
         return PHASE_CODES["ED"]
-    if meta["es"] is not None and t == meta["es"]:
+    if meta.es is not None and t == meta.es:
         return PHASE_CODES["ES"]
     return -1
 

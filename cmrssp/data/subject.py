@@ -17,7 +17,9 @@ from cmrssp.data.geometry import Geometry, voxel_spacing
 from cmrssp.errors import InputError
 
 BACKGROUND, LV, MYO, RV = 0, 1, 2, 3
-CLASS_NAMES = ("background", "LV", "MYO", "RV")
+# The one spelling of the cardiac classes (labels LV, MYO, RV): in every CSV column and JSON key
+# (dice_lv, val_dice_myo, hd95_rv); tables and plots show them upper-cased (LV, MYO, RV).
+CLASS_NAMES = ("lv", "myo", "rv")
 DATASETS = ("mnms", "mnms2", "acdc", "nnunet", "folder")
 
 

@@ -21,10 +21,12 @@ from torch import nn
 from cmrssp.augment import AugmentConfig, augment_batch
 from cmrssp.data.slices import SliceSet
 from cmrssp.losses import nt_xent_loss, pcl_loss
+from cmrssp.methods.method import PretrainingMethod
 from cmrssp.distributed import gather_with_grad
 from cmrssp.models import Encoder, encoder_state, memory_format
 from cmrssp.segmentation import device_batch
-from cmrssp.train import TRANSFER_WEIGHTS, BaseTask, save_torch
+from cmrssp.run_folder import TRANSFER_WEIGHTS
+from cmrssp.train import BaseTask, OptimizerConfig, TrainConfig, save_torch
 
 POSITION_DEFINITIONS = ("slice_fraction", "normalized")
 
@@ -135,7 +137,7 @@ class ContrastiveTask(BaseTask):
                           self.size, self.augment, generator)[0]
             for _ in range(2)
         ]
-        z = self.model(torch.cat(views).contiguous(memory_format=self.memory_format))
+        z = self.net(torch.cat(views).contiguous(memory_format=self.memory_format))
         z_a, z_b = z.chunk(2)
         batch_positions = positions[indices.to(positions.device)]
         if gather:  # with several processes: the negatives (and positives) of the global batch
@@ -169,3 +171,39 @@ class ContrastiveTask(BaseTask):
     def export(self, run_dir: Path, which: str) -> None:
         if which == "last":
             save_torch(Path(run_dir) / TRANSFER_WEIGHTS, {k: v.detach().cpu() for k, v in encoder_state(self.model).items()})
+
+
+# -- the declarations of the registry (cmrssp.methods) ----------------------------------------
+
+def _paper_simclr() -> tuple[OptimizerConfig, TrainConfig]:
+    """Protocol 2.1: SGD lr 0.1, momentum 0.9, wd 1e-4, cosine; 100 epochs of batch 224, fp16."""
+    return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, schedule="cosine"),
+            TrainConfig(epochs=100, batch_size=224, val_batch_size=224, amp="fp16"))
+
+
+def _paper_pcl() -> tuple[OptimizerConfig, TrainConfig]:
+    """Protocol 2.2: as SimCLR but wd 1e-5, batch 64, and no mixed precision (protocol 7.20)."""
+    return (OptimizerConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-5, schedule="cosine"),
+            TrainConfig(epochs=100, batch_size=64, val_batch_size=64, amp="off"))
+
+
+def make_contrastive_task(config, train_slices: SliceSet, valid_slices: SliceSet | None, size: int,
+                          device: torch.device, stack_sizes: dict[str, int] | None = None) -> ContrastiveTask:
+    """The SimCLR / PCL Task of a PretrainConfig; ``stack_sizes`` (key -> number of slices) is
+    only needed for PCL's "normalized" positions."""
+
+    def positions(slices):
+        if slices is None:
+            return None
+        n = torch.tensor([(stack_sizes or {}).get(key, 1) for key in slices.keys], device=slices.subject.device)
+        return slice_positions(slices, n, config.contrastive.position)
+
+    return ContrastiveTask(config.method, config.unet.channels, config.unet.in_channels, config.contrastive,
+                           config.augment, train_slices, valid_slices, positions(train_slices), positions(valid_slices),
+                           size=size, device=device, val_batch_size=config.train.val_batch_size,
+                           channels_last=config.train.channels_last)
+
+
+# Seconds per sample: README "ACDC, real scans" (2-core VM, 2026-12-01, 64² grid).
+SIMCLR = PretrainingMethod("simclr", "contrastive", ContrastiveConfig, _paper_simclr, make_contrastive_task, 1 / 59)
+PCL = PretrainingMethod("pcl", "contrastive", ContrastiveConfig, _paper_pcl, make_contrastive_task, 1 / 51)

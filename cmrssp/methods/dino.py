@@ -31,6 +31,7 @@ wasted autograd bookkeeping.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,15 +42,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from cmrssp.augment import AugmentConfig, augment_batch
+from cmrssp.augment import AUGMENT_PRESETS, AugmentConfig, augment_batch
 from cmrssp.data.slices import SliceSet
 from cmrssp.errors import InputError
 from cmrssp.losses import dino_loss, update_dino_center
+from cmrssp.methods.method import PretrainingMethod
 from cmrssp.distributed import mean_over_processes, sync_batch_norm
-from cmrssp.models import Encoder, encoder_state, memory_format, unwrap
+from cmrssp.models import Encoder, encoder_state, memory_format
 from cmrssp.schedules import cosine
 from cmrssp.segmentation import device_batch
-from cmrssp.train import TRANSFER_WEIGHTS, BaseTask, OptimizerConfig, Plan, save_torch
+from cmrssp.run_folder import TRANSFER_WEIGHTS
+from cmrssp.train import BaseTask, OptimizerConfig, Plan, TrainConfig, save_torch
 
 TEACHER_INITS = ("independent", "student_copy")
 
@@ -302,7 +305,7 @@ class DinoTask(BaseTask):
 
     def train_step(self, indices: Tensor, generator: torch.Generator, step: int):
         global_crops, local_crops = self.crops(indices, generator)
-        student_logits = self.model([global_crops] if local_crops is None else [global_crops, local_crops])
+        student_logits = self.net([global_crops] if local_crops is None else [global_crops, local_crops])
         with torch.no_grad():
             teacher_logits = self.teacher(global_crops).float()
         temperature = float(self.teacher_temp_schedule[self._epoch(step)])
@@ -324,7 +327,7 @@ class DinoTask(BaseTask):
         official DINO, its gradients are dropped (None), so SGD also skips its weight decay and
         momentum, not just the gradient."""
         if self._epoch(step) < self.config.freeze_last_layer_epochs:
-            for parameter in unwrap(self.model).head.last_layer.parameters():
+            for parameter in self.model.head.last_layer.parameters():
                 parameter.grad = None
 
     @torch.no_grad()
@@ -365,3 +368,36 @@ class DinoTask(BaseTask):
         if which == "last":
             state = {key: value.detach().cpu() for key, value in encoder_state(self.model).items()}
             save_torch(Path(run_dir) / TRANSFER_WEIGHTS, state)
+
+
+# -- the declaration of the registry (cmrssp.methods) -----------------------------------------
+
+def _paper_dino() -> tuple[OptimizerConfig, TrainConfig]:
+    """Protocol 2.3: :func:`dino_optimizer_config` at batch 64; 100 epochs, fp16 (protocol 7.20)."""
+    return dino_optimizer_config(64), TrainConfig(epochs=100, batch_size=64, amp="fp16")
+
+
+def _small_dino(config, preset: str):
+    """The small presets: the optimiser follows their batch, with a 1-epoch warm-up (none for
+    tiny); the teacher temperature warms up over 2 epochs; the protocol's head on ``cpu`` (it
+    costs little next to the encoder), a small one for ``tiny``."""
+    optimizer = dataclasses.replace(dino_optimizer_config(config.train.batch_size),
+                                    warmup_epochs=0 if preset == "tiny" else 1)
+    small = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16) if preset == "tiny" else {}
+    return dataclasses.replace(config, optimizer=optimizer, dino=DinoConfig(teacher_temp_warmup_epochs=2, **small))
+
+
+def make_dino_task(config, train_slices: SliceSet, valid_slices: SliceSet | None, size: int, device: torch.device,
+                   stack_sizes: dict[str, int] | None = None) -> DinoTask:
+    """The DINO Task of a PretrainConfig (DINO has no validation loss). Its crops have their own
+    augmentation presets; the run's augmentation switches still apply to them."""
+    shared = {name: getattr(config.augment, name) for name in ("centring", "centre_align_corners_quirk",
+                                                                 "intensity_scale_mode", "noise_std_random",
+                                                                 "interpolation")}
+    presets = {name: dataclasses.replace(preset, **shared) for name, preset in AUGMENT_PRESETS.items()}
+    return DinoTask(config.unet.channels, config.unet.in_channels, config.dino, presets, train_slices, size=size,
+                    device=device, channels_last=config.train.channels_last)
+
+
+# Seconds per sample (one slice = 8 crops): README "ACDC, real scans" (2-core VM, 2026-12-01, 64²).
+DINO = PretrainingMethod("dino", "dino", DinoConfig, _paper_dino, make_dino_task, 1 / 13, _small_dino)
