@@ -209,3 +209,17 @@ def test_prepare_geometry_flag_is_recorded_and_checked(tmp_path, tiny_cohort, ca
     assert "prepared with" in error_line(capsys)
     with pytest.raises(SystemExit):
         run.main(args[:-1] + ["itk"])
+
+
+def test_console_script_is_the_same_command_line():
+    """pyproject's `cmrssp` script points at cli.console_script, which runs cli.main (as run.py does)."""
+    import importlib
+    import re
+
+    declared = re.search(r'^cmrssp = "([\w.]+):(\w+)"$', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert declared, "pyproject.toml declares no cmrssp console script"
+    function = getattr(importlib.import_module(declared.group(1)), declared.group(2))
+    result = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = ['cmrssp', 'info', '--cache', 'nowhere']; "
+                             f"from {declared.group(1)} import {declared.group(2)}; {declared.group(2)}()"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert callable(function) and result.returncode == 2 and "nowhere" in result.stderr
