@@ -88,12 +88,15 @@ def test_a_run_stopped_in_one_process_resumes_in_two(runs, tmp_path, monkeypatch
     data_dir = runs / "data"
     reference = run_finetune(worker.config_for("finetune-one"), run_dir=tmp_path / "reference", data_dir=data_dir,
                              progress=False, log=lambda *_: None)
+    with open(reference / "metrics.csv") as handle:
+        per_epoch = int(next(csv.DictReader(handle))["step"])  # steps in epoch 0 (one subject's slices / batch)
+    assert per_epoch < worker.STEPS, "the reference run must have a second epoch to stop in"
     calls = {"n": 0}
     original = SegmentationTask.train_step
 
     def stop_in_second_epoch(self, *args):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == per_epoch + 1:
             raise KeyboardInterrupt
         return original(self, *args)
 

@@ -1,8 +1,12 @@
 """Synthetic cohort (cmrssp/data/phantom*.py): determinism, anatomy, calibration, on-disk layouts.
 
-Uses the tiny preset (56-64 px, 5-8 slices, 5-8 frames; well under 0.2 s a subject) and one
-default-preset subject for the checks that need realistic sampling (myocardial mass, contrast).
-Expected values come from docs/phantom.md and docs/data-formats.md 1.2-1.4.
+Uses the tiny preset (56-64 px, 5-8 slices, 5-8 frames; well under 0.2 s a subject), one
+default-preset subject for the checks that need realistic sampling (myocardial mass, contrast),
+and a small noise-free heart rendered directly (``render_heart``) for the invariants of the
+features calibrated against real ACDC (trabeculae and papillary muscles inside the LV label,
+wall profile, label margins, compaction at ES). Expected values come from docs/phantom.md,
+docs/data-formats.md 1.2-1.4 and the ACDC measurements of benchmarks/phantom_vs_real.py (the
+calibration constants of phantom_heart.py / phantom.py).
 """
 
 from __future__ import annotations
@@ -17,8 +21,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cmrssp.data.phantom import LAYOUTS, PHANTOM_PRESETS, PhantomSubject, generate_subject, write_cohort
+import dataclasses
+
+from cmrssp.data import phantom, phantom_acquisition
+from cmrssp.data.phantom import BLOOD_MYO_LIMITS, LAYOUTS, PHANTOM_PRESETS, PhantomSubject, generate_subject, write_cohort
 from cmrssp.data.phantom_geometry import NOMINAL_LONG_AXIS
+from cmrssp.data.phantom_heart import (
+    PHENOTYPE_RANGES,
+    HeartScene,
+    draw_heart,
+    draw_texture,
+    heart_motion,
+    render_heart,
+)
 from cmrssp.errors import InputError
 
 TINY = PHANTOM_PRESETS["tiny"]
@@ -116,13 +131,19 @@ def test_empty_slices_above_base_and_below_apex_at_ed(tiny_subjects):
         assert np.array_equal(labelled, np.arange(labelled[0], labelled[-1] + 1))
 
 
-def test_rv_absent_in_the_most_apical_slices(tiny_subjects):
+def test_rv_from_the_base_toward_the_apex(tiny_subjects):
+    """The RV starts at (or a slice below) the LV base and never outlasts the LV. It reaches far
+    toward the apex (ACDC: RV in the most apical labelled slice in 49 %), but not into the apical
+    cap slice that M&Ms-like stacks include."""
+    absent_at_apex = 0
     for subject in tiny_subjects:
         labels = base_to_apex(subject)[..., subject.ed]
         heart = np.flatnonzero(np.isin(labels, (1, 2)).any(axis=(0, 1)))
         rv = np.flatnonzero((labels == 3).any(axis=(0, 1)))
-        assert len(rv) >= 2 and rv[0] == heart[0], "the RV starts at the base"
-        assert rv[-1] < heart[-1], "no RV in the most apical LV slice"
+        assert len(rv) >= 2 and heart[0] <= rv[0] <= heart[0] + 1, "the RV starts at the base"
+        assert rv[-1] <= heart[-1]
+        absent_at_apex += rv[-1] < heart[-1]
+    assert absent_at_apex >= 0.8 * len(tiny_subjects), "no RV in the apical cap slice"
 
 
 def test_myocardium_surrounds_the_lv_blood_pool(default_subject, tiny_subjects):
@@ -146,20 +167,28 @@ def test_ed_has_the_largest_and_es_the_smallest_lv(tiny_subjects):
 
 
 def test_ejection_fractions_by_phenotype(tiny_subjects):
+    """Volumes and EFs follow the ACDC groups' 10th-90th percentiles (PHENOTYPE_RANGES), measured
+    on the labels: the LV and RV are calibrated on their label volumes (one coarse voxel apart)."""
     phenotypes = {subject.qa["phenotype"] for subject in tiny_subjects}
     assert {"NOR", "DCM", "HCM"} <= phenotypes
     for subject in tiny_subjects:
         qa = subject.qa
+        ranges = PHENOTYPE_RANGES[qa["phenotype"]]
         lv_ef, rv_ef = qa["lv_ef_pct"], qa["rv_ef_pct"]
         assert abs(lv_ef - qa["target_lv_ef_pct"]) < 2.0, "LV calibrated on the label volumes"
+        assert abs(rv_ef - qa["target_rv_ef_pct"]) < 3.0, "RV calibrated on its own volume curve"
+        low, high = ranges["lv_ef"]
+        assert 100 * low - 2 <= lv_ef <= 100 * high + 2
+        low, high = ranges["lv_edv"]
+        assert 0.97 * low <= qa["lv_edv_ml"] <= 1.03 * high
+        low, high = ranges["rv_lv"]
+        assert 0.95 * low <= qa["rv_edv_ml"] / qa["lv_edv_ml"] <= 1.05 * high
         if qa["phenotype"] == "NOR":
-            assert 50 <= lv_ef <= 70 and 45 <= rv_ef <= 65 and 80 <= qa["lv_edv_ml"] <= 200
+            assert 50 <= lv_ef <= 70
         elif qa["phenotype"] in ("DCM", "MINF"):
-            assert lv_ef < 50 and qa["lv_edv_ml"] > 140
-        elif qa["phenotype"] == "HCM":
-            assert lv_ef > 70
+            assert lv_ef < 45
         elif qa["phenotype"] == "RVD":
-            assert rv_ef < 45 and qa["rv_edv_ml"] > qa["lv_edv_ml"]
+            assert rv_ef < 47 and qa["rv_edv_ml"] > qa["lv_edv_ml"]
 
 
 def test_qa_volumes_match_the_labels(tiny_subjects):
@@ -170,15 +199,34 @@ def test_qa_volumes_match_the_labels(tiny_subjects):
                                                         abs=0.01)
 
 
-def test_myocardial_mass_conserved(default_subject, tiny_subjects):
+def test_myocardial_mass_conserved(normal_heart, default_subject, tiny_subjects):
+    """The drawn wall is incompressible: on a dense stack over the whole heart, without the ES
+    compaction band and the label margin (label conventions), the labelled mass is conserved.
+    With them (and coarse sampling) the labels gain a little at ES, as ACDC's do (ES/ED 1.15)."""
+    heart = dataclasses.replace(normal_heart, myo_es_gain=0.0, label_margin=0.0, rv_label_margin=0.0)
+    motion = heart_motion(heart, 6)
+    depths = np.arange(-8.0, heart.apex_depth + 6.0, 4.0)
+    half = int(np.ceil((2.0 * (heart.nominal_radius + heart.wall) + 12.0) / 1.5))
+    coords = (np.arange(-half, half + 1) * 1.5).astype(np.float32)
+    shape = (len(depths), len(coords), len(coords))
+    right = np.ascontiguousarray(np.broadcast_to(coords[None, :, None], shape))
+    anterior = np.ascontiguousarray(np.broadcast_to(coords[None, None, :], shape))
+    ones = np.ones(shape, np.float32)
+    scene = HeartScene(right=right, anterior=anterior, slice_depth=depths, sub_offsets=np.zeros(1),
+                       sub_weights=np.ones(1), pixel=1.5, slice_spacing=4.0, background=0.05 * ones,
+                       blood_texture=ones, rv_texture=ones, blood=1.0, myocardium=0.35, fat=0.95, shell=0.3)
+    _, labels, _ = render_heart(heart, motion, scene, draw_texture(np.random.default_rng(3), heart, depths))
+    assert np.count_nonzero(labels[motion.es] == 2) == pytest.approx(np.count_nonzero(labels[0] == 2), rel=0.04)
     qa = default_subject.qa
-    assert abs(qa["myo_mass_es_g"] / qa["myo_mass_ed_g"] - 1) < 0.05
+    assert 0.97 < qa["myo_mass_es_g"] / qa["myo_mass_ed_g"] < 1.15
     for subject in tiny_subjects:  # 4-5 mm pixels and 14-18 mm slices sample coarsely
-        assert abs(subject.qa["myo_mass_es_g"] / subject.qa["myo_mass_ed_g"] - 1) < 0.15
+        assert abs(subject.qa["myo_mass_es_g"] / subject.qa["myo_mass_ed_g"] - 1) < 0.35
 
 
 def test_blood_to_myocardium_contrast(default_subject, tiny_subjects):
-    assert all(2.2 <= s.qa["blood_myo_ratio"] <= 4.0 for s in tiny_subjects)
+    """Drawn around ACDC's measured 2.53 [2.06, 2.94] (BLOOD_MYO_LIMITS); trabeculae and
+    papillary muscles inside the blood pool lower the measured median a little."""
+    assert all(BLOOD_MYO_LIMITS[0] <= s.qa["blood_myo_ratio"] <= BLOOD_MYO_LIMITS[1] for s in tiny_subjects)
     subject = default_subject
     labels, image = subject.labels[..., subject.ed], subject.image[..., subject.ed]
     mid = np.flatnonzero((labels == 1).any(axis=(0, 1)))
@@ -188,8 +236,8 @@ def test_blood_to_myocardium_contrast(default_subject, tiny_subjects):
         blood.append(image[..., z][ndimage.binary_erosion(labels[..., z] == 1, iterations=2)])
         muscle.append(image[..., z][ndimage.binary_erosion(labels[..., z] == 2, iterations=1)])
     ratio = np.median(np.concatenate(blood)) / np.median(np.concatenate(muscle))
-    assert 2.0 <= ratio <= 4.2, ratio  # the drawn ratio, lowered a little by blur and Rician bias
-    assert ratio == pytest.approx(subject.qa["blood_myo_ratio"], rel=0.25)
+    assert 1.4 <= ratio <= 4.2, ratio  # the drawn ratio, lowered by blur, Rician bias and trabeculae
+    assert ratio == pytest.approx(subject.qa["blood_myo_ratio"], rel=0.3)
 
 
 # --- geometry ----------------------------------------------------------------------------------
@@ -219,7 +267,9 @@ def test_affine_slice_axis_follows_the_long_axis(tiny_subjects):
 def test_spacing_and_storage_follow_the_vendors(tiny_subjects):
     storages = set()
     for subject in tiny_subjects:
-        assert 4.0 <= subject.qa["spacing_mm"] <= 4.8 and 14.0 <= subject.qa["slice_spacing_mm"] <= 18.0 + 1e-6
+        assert 4.0 <= subject.qa["spacing_mm"] <= 4.8 and 14.0 <= subject.qa["slice_spacing_mm"]
+        # The spacing widens beyond the preset's only when the heart needs more than its 8 slices.
+        assert subject.qa["slice_spacing_mm"] <= 18.0 + 1e-6 or subject.qa["n_slices"] == 8
         storages.add(subject.storage_dtype)
         if subject.storage_dtype == "int16":
             assert np.array_equal(subject.image, np.rint(subject.image)) and 300 <= subject.image.max() <= 4000
@@ -349,3 +399,238 @@ def test_write_cohort_rejects_bad_requests(tmp_path):
     empty.mkdir()
     rows = write_cohort(empty, 1, preset="tiny", layout="acdc", progress=False)
     assert (empty / "training" / rows[0]["subject_id"] / "Info.cfg").is_file()
+
+
+# --- realism features calibrated against ACDC (noise-free heart rendered directly) --------------
+
+
+def render_small(heart, texture=None, n_frames: int = 6, pixel: float = 1.5, seed: int = 1):
+    """Render ``heart`` noise-free on 5 slices (base to near the apex), one sub-slice each.
+
+    Returns (signal, labels, depths, texture): float32 / uint8 (T, Z, H, W) in phase order.
+    """
+    motion = heart_motion(heart, n_frames)
+    depths = np.linspace(0.15, 0.85, 5) * heart.length + heart.base_descent
+    radius = 2.0 * (heart.nominal_radius + heart.wall) * max(1.0, (heart.rv_edv / heart.lv_edv) ** 0.5) + 12.0
+    half = int(np.ceil((radius + heart.shell + heart.outer_fat) / pixel))
+    coords = (np.arange(-half, half + 1) * pixel).astype(np.float32)
+    shape = (len(depths), len(coords), len(coords))
+    right = np.ascontiguousarray(np.broadcast_to(coords[None, :, None], shape))
+    anterior = np.ascontiguousarray(np.broadcast_to(coords[None, None, :], shape))
+    ones = np.ones(shape, np.float32)
+    scene = HeartScene(right=right, anterior=anterior, slice_depth=depths, sub_offsets=np.zeros(1),
+                       sub_weights=np.ones(1), pixel=pixel, slice_spacing=10.0, background=0.05 * ones,
+                       blood_texture=ones, rv_texture=ones, blood=1.0, myocardium=0.35, fat=0.95, shell=0.3)
+    texture = texture if texture is not None else draw_texture(np.random.default_rng(seed), heart, depths)
+    signal, labels, _ = render_heart(heart, motion, scene, texture)
+    return signal, labels, depths, texture
+
+
+@pytest.fixture(scope="module")
+def normal_heart():
+    return draw_heart(np.random.default_rng(11), "NOR", True)
+
+
+def _no_trabeculae(texture, lv: bool = True, rv: bool = True):
+    zeros = np.zeros_like(texture.trabeculae)
+    if lv:
+        texture = dataclasses.replace(texture, trabeculae=zeros, trabecula_gaps=zeros)
+    if rv:
+        texture = dataclasses.replace(texture, rv_trabeculae=zeros, rv_trabecula_gaps=zeros)
+    return texture
+
+
+def test_trabeculae_and_papillary_muscles_darken_only_the_lv_label(normal_heart):
+    """ACDC rule: papillary muscles and trabeculae belong to the cavity. Removing them changes no
+    label, and the image changes only inside the LV label (up to its partial-volume edge pixel)."""
+    signal, labels, _, texture = render_small(normal_heart)
+    plain_heart = dataclasses.replace(normal_heart, papillary_angles=())
+    plain, plain_labels, _, _ = render_small(plain_heart, _no_trabeculae(texture, rv=False))
+    assert np.array_equal(labels, plain_labels)
+    darker = (plain - signal) > 0.05  # muscle (0.35) painted over blood (1.0)
+    lv = labels == 1
+    edge = np.zeros_like(lv)
+    for axis in (2, 3):
+        for shift in (1, -1):
+            edge |= np.roll(lv, shift, axis)
+    assert darker.any() and not (darker & ~(lv | edge)).any()
+    assert np.count_nonzero(darker & lv) >= 0.9 * np.count_nonzero(darker)
+    # Mid-ventricular ED slices: a realistic share of dark pixels inside the LV label (ACDC 0.22).
+    threshold = 0.5 * (1.0 + 0.35)
+    fraction = np.count_nonzero((signal[0, 1:4] < threshold) & lv[0, 1:4]) / np.count_nonzero(lv[0, 1:4])
+    assert 0.05 < fraction < 0.5, fraction
+
+
+def test_rv_blood_darker_than_lv_blood(normal_heart):
+    signal, labels, _, texture = render_small(normal_heart)
+    plain, plain_labels, _, _ = render_small(normal_heart, _no_trabeculae(texture))
+    ed = 0
+    ratio = np.median(plain[ed][plain_labels[ed] == 3]) / np.median(plain[ed][plain_labels[ed] == 1])
+    assert ratio == pytest.approx(normal_heart.rv_blood, abs=0.05)  # ACDC RV/LV blood 0.81
+    # RV trabeculae: more RV label pixels closer to muscle than to RV blood than without them.
+    threshold = 0.5 * (0.35 + normal_heart.rv_blood)
+    assert np.mean(signal[ed][labels[ed] == 3] < threshold) > np.mean(plain[ed][plain_labels[ed] == 3] < threshold) + 0.02
+
+
+def _ring_thickness(labels: np.ndarray, pixel: float) -> np.ndarray:
+    """Equivalent-ring wall thickness per slice (Z,) of (Z, H, W) labels, nan without a cavity."""
+    lv = np.count_nonzero(labels == 1, axis=(1, 2)) * pixel**2
+    myo = np.count_nonzero(labels == 2, axis=(1, 2)) * pixel**2
+    return np.where(lv > 0, np.sqrt((lv + myo) / np.pi) - np.sqrt(np.maximum(lv, 1e-9) / np.pi), np.nan)
+
+
+def test_wall_thins_toward_the_apex(normal_heart, default_subject):
+    u = np.linspace(0, 1, 11)
+    profile = normal_heart.wall_thickness(u)
+    assert np.all(np.diff(profile) < 0) and profile[5] == pytest.approx(normal_heart.wall)
+    assert profile[-1] == pytest.approx(normal_heart.apical_wall * normal_heart.wall)
+    _, labels, _, _ = render_small(normal_heart)
+    thickness = _ring_thickness(labels[0], 1.5)
+    assert thickness[-1] < thickness[2] < thickness[0]
+    # The same on a generated subject: apical third thinner than the middle third at ED.
+    ordered = base_to_apex(default_subject)[..., default_subject.ed].transpose(2, 0, 1)
+    wall = _ring_thickness(ordered, default_subject.qa["spacing_mm"])
+    wall = wall[np.isfinite(wall)]
+    third = len(wall) // 3
+    assert np.mean(wall[-third:]) < np.mean(wall[third:-third])
+
+
+def test_wall_thickness_varies_around_the_circumference_at_constant_area(normal_heart):
+    """The circumferential modulation is zero-mean: it spreads the local thickness (ACDC CV 0.19
+    against 0.07 for a ring) and leaves the myocardial area nearly unchanged."""
+    ring = dataclasses.replace(normal_heart, wall_harmonics=((0.0, 0.0),) * 3)
+    _, labels, depths, texture = render_small(normal_heart)
+    flat = dataclasses.replace(texture, wall_shape=np.zeros_like(texture.wall_shape))
+    _, ring_labels, _, _ = render_small(ring, flat)
+    mid = slice(1, 4)
+    area, ring_area = (np.count_nonzero(x[0, mid] == 2) for x in (labels, ring_labels))
+    assert area == pytest.approx(ring_area, rel=0.04)
+
+    def local_cv(frame: np.ndarray) -> float:
+        lv, myo = frame == 1, frame == 2
+        inner = ndimage.distance_transform_edt(~lv)[myo]
+        outer = ndimage.distance_transform_edt(lv | myo)[myo]
+        local = inner + outer - 1
+        return float(local.std() / local.mean())
+
+    assert np.mean([local_cv(labels[0, z]) for z in range(1, 4)]) > 1.5 * np.mean(
+        [local_cv(ring_labels[0, z]) for z in range(1, 4)])
+
+
+def test_label_margin_puts_the_contours_on_the_muscle_side(normal_heart):
+    """ACDC's LV label edge pixels are mostly dark (74 %): with a margin the LV label reaches into
+    the drawn muscle, the drawn blood pool shrinking so that the label volume stays calibrated."""
+    plain = dataclasses.replace(normal_heart, label_margin=0.0, rv_label_margin=0.0, papillary_angles=())
+    wide = dataclasses.replace(plain, label_margin=1.2, rv_label_margin=1.2)
+    texture = _no_trabeculae(render_small(plain)[3])
+    cross = np.zeros((3, 3, 3), bool)
+    cross[1] = ndimage.generate_binary_structure(2, 1)  # in-plane erosion only
+    dark_edge, volume = [], []
+    for heart in (plain, wide):
+        signal, labels, _, _ = render_small(heart, texture)
+        lv = labels[0] == 1
+        edge = lv & ~ndimage.binary_erosion(lv, cross)
+        dark_edge.append(np.mean(signal[0][edge] < 0.675))
+        volume.append(np.count_nonzero(lv))
+    assert volume[1] == pytest.approx(volume[0], rel=0.02)
+    assert dark_edge[1] > dark_edge[0] + 0.1
+
+
+def test_compacted_trabeculae_are_labelled_myocardium_at_es(normal_heart):
+    """The compacted band moves the LV label inward at ES only: ED labels are unchanged and the
+    ES myocardium label grows (conservation without it: test_myocardial_mass_conserved)."""
+    no_band = dataclasses.replace(normal_heart, myo_es_gain=0.0)
+    banded = dataclasses.replace(normal_heart, myo_es_gain=0.08)
+    motion = heart_motion(normal_heart, 6)
+    es = motion.es
+    masses = []
+    for heart in (no_band, banded):
+        _, labels, _, _ = render_small(heart)
+        masses.append((np.count_nonzero(labels[0] == 2), np.count_nonzero(labels[es] == 2)))
+    assert masses[1][0] == masses[0][0]  # ED unchanged
+    assert masses[1][1] > masses[0][1]  # more myocardium labelled at ES
+
+
+def test_breath_hold_shift_moves_image_and_labels_together(monkeypatch):
+    """A slice shifted by 6 mm moves its labels and its image alike (the heart is drawn and
+    labelled from the same shifted coordinates); the other slices do not move."""
+    config = PHANTOM_PRESETS["tiny"]
+    original = phantom.draw_grid
+    target = 2
+    moved = np.array([6.0, 0.0])  # (right, anterior) mm
+
+    def no_drift(*args, **kwargs):
+        grid = original(*args, **kwargs)
+        return dataclasses.replace(grid, shift=np.zeros_like(grid.shift), drift=np.zeros_like(grid.drift))
+
+    def shifted(*args, **kwargs):
+        grid = no_drift(*args, **kwargs)
+        shift = grid.shift.copy()
+        shift[target] = moved
+        return dataclasses.replace(grid, shift=shift)
+
+    monkeypatch.setattr(phantom, "draw_grid", no_drift)
+    still = generate_subject(5, 0, config, "mnms")
+    monkeypatch.setattr(phantom, "draw_grid", shifted)
+    moving = generate_subject(5, 0, config, "mnms")
+    order = (lambda a: a) if still.qa["slice_order"] == "base_to_apex" else (lambda a: a[:, :, ::-1])
+    a_labels, b_labels = order(still.labels)[..., still.ed], order(moving.labels)[..., moving.ed]
+    spacing = still.qa["spacing_mm"]
+
+    def centroid(mask):
+        return np.array(np.nonzero(mask)).mean(axis=1) * spacing
+
+    z = target
+    assert a_labels[..., z].any() and b_labels[..., z].any()
+    label_move = centroid(b_labels[..., z] > 0) - centroid(a_labels[..., z] > 0)
+    assert np.linalg.norm(label_move) == pytest.approx(6.0, abs=2.0)
+    # The image: the bright blood near the heart moves by the same in-plane vector.
+    a_image, b_image = order(still.image)[..., still.ed], order(moving.image)[..., moving.ed]
+    region = ndimage.binary_dilation((a_labels[..., z] > 0) | (b_labels[..., z] > 0), iterations=3)
+
+    def bright_centroid(image):
+        values = np.where(region, image[..., z], 0.0)
+        weights = np.clip(values - np.percentile(values[region], 60), 0, None)
+        grid = np.indices(weights.shape).reshape(2, -1) * spacing
+        return (grid * weights.ravel()).sum(axis=1) / weights.sum()
+
+    image_move = bright_centroid(b_image) - bright_centroid(a_image)
+    assert np.linalg.norm(image_move - label_move) < 0.5 * np.linalg.norm(label_move)
+    for other in range(a_labels.shape[2]):
+        if other != z and a_labels[..., other].any():
+            assert np.linalg.norm(centroid(b_labels[..., other] > 0) - centroid(a_labels[..., other] > 0)) < 1.0
+
+
+def test_bandlimited_noise_has_the_requested_sd_and_is_correlated():
+    rng = np.random.default_rng(0)
+    signal = np.full((2, 96, 80), 50.0, np.float32)
+    window = phantom_acquisition.kspace_window((96, 80), 1.25, 2.2, "tukey")
+    noisy = phantom_acquisition.add_bandlimited_rician_noise(rng, signal, 2.0, window)
+    assert noisy.std() == pytest.approx(2.0, rel=0.05)  # Parseval: the sd is the one asked for
+    residual = noisy - noisy.mean()
+    lag1 = np.corrcoef(residual[:, 1:].ravel(), residual[:, :-1].ravel())[0, 1]
+    assert lag1 > 0.3  # neighbours share the acquired k-space (ACDC background: 0.4)
+    white = phantom_acquisition.add_bandlimited_rician_noise(rng, signal, 2.0, None)
+    assert white.std() == pytest.approx(2.0, rel=0.05)
+    assert abs(np.corrcoef(white[:, 1:].ravel() - 50, white[:, :-1].ravel() - 50)[0, 1]) < 0.05
+
+
+def test_acdc_stacks_are_labelled_from_the_first_slice_to_the_last():
+    """ACDC stacks start just below the ES base and end in the apical cavity; M&Ms-like stacks
+    keep empty slices beyond both (test_empty_slices_above_base_and_below_apex_at_ed)."""
+    subjects = [generate_subject(SEED, i, TINY, "acdc") for i in range(12)]
+    first_labelled = last_labelled = 0
+    for subject in subjects:
+        labels = base_to_apex(subject)[..., subject.ed]
+        labelled = np.flatnonzero(labels.any(axis=(0, 1)))
+        first_labelled += labelled[0] == 0
+        last_labelled += labelled[-1] == labels.shape[2] - 1
+    assert first_labelled == len(subjects) and last_labelled >= 0.75 * len(subjects)
+
+
+def test_new_qa_columns_are_within_the_calibrated_ranges(tiny_subjects):
+    for subject in tiny_subjects:
+        qa = subject.qa
+        assert phantom.SLICE_GAIN_SD[0] <= qa["slice_gain_sd"] <= phantom.SLICE_GAIN_SD[1]
+        assert phantom.SNR_LIMITS[0] <= qa["blood_snr"] <= phantom.SNR_LIMITS[1]
+        assert 0.6 <= qa["rv_blood_ratio"] <= 0.9 and qa["trabecula_mm"] > 0 and qa["myo_es_band"] >= 0

@@ -10,9 +10,15 @@ blur -> coil bias -> Rician noise). The parts live in sibling modules:
 - ``phantom_vendors``: the cohort's vendor profiles (F);
 - ``phantom_layouts``: the dataset files, ``phantom_qa.csv``, per-frame QA labels, preview.
 
-Determinism: subject i depends only on ``(seed, i)`` (``SeedSequence([seed, STREAM, i])``) and on
-the cohort's vendor profiles, which depend only on ``(seed, layout, config)``; so a subject is
-identical whether generated alone or in a cohort of any size, by one process or many.
+What real scans fix is calibrated against real ACDC images and labels, never against a
+segmentation result (issue 14): ``benchmarks/phantom_vs_real.py`` measures the same statistics
+on both, and the fitted ranges are the named constants here and in the sibling modules
+(notes/phantom-calibration.md has the table).
+
+Determinism: subject i depends only on ``(seed, i)`` (``SeedSequence([seed, STREAM, i])``, the
+demographics on their own ``SeedSequence([seed, DEMOGRAPHICS_STREAM, i])``) and on the cohort's
+vendor profiles, which depend only on ``(seed, layout, config)``; so a subject is identical
+whether generated alone or in a cohort of any size, by one process or many.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ from cmrssp.atomic import atomic_directory
 from cmrssp.data import phantom_acquisition as acquisition
 from cmrssp.data.phantom_body import add_lung_vessels, body_signal, draw_body
 from cmrssp.data.phantom_geometry import SaxGrid, apply_storage_convention, draw_grid
-from cmrssp.data.phantom_heart import HeartScene, draw_heart, heart_motion, render_heart
+from cmrssp.data.phantom_heart import RV_FLOW_TEXTURE, HeartScene, draw_heart, draw_texture, heart_motion, render_heart
 from cmrssp.data.phantom_layouts import preview_slices, write_metadata, write_preview, write_qa_table, write_subject
 from cmrssp.data.phantom_vendors import VendorProfile, draw_vendor_profiles
 from cmrssp.errors import InputError
 
 LAYOUTS = ("mnms", "mnms2", "acdc")
 SUBJECT_STREAM = 0x5AB1EC7
+DEMOGRAPHICS_STREAM = 0xDE3106
 # Phenotype mix and the dataset's own pathology code for each phenotype (data-formats.md 1.2-1.4).
 PHENOTYPE_MIX = {
     "mnms": {"NOR": 0.3, "DCM": 0.3, "HCM": 0.25, "MINF": 0.05, "RVD": 0.1},
@@ -52,6 +59,28 @@ PATHOLOGY_CODES = {
     "acdc": {"NOR": ("NOR",), "DCM": ("DCM",), "HCM": ("HCM",), "MINF": ("MINF",), "RVD": ("RV",)},
 }
 VENDOR_MIX = {"mnms": (0.3, 0.35, 0.2, 0.15), "mnms2": (0.6, 0.25, 0.15), "acdc": (0.6, 0.4)}
+# Calibration against real ACDC images (100 training patients, ED/ES frames;
+# benchmarks/phantom_vs_real.py, notes/phantom-calibration.md):
+# - blood/myocardium contrast (median LV blood over median MYO label intensity): 2.53 [IQR 2.06,
+#   2.94], 5th-95th percentile 1.62-3.57 -> the subject's drawn ratio around its vendor's, clipped;
+BLOOD_MYO_JITTER = (0.8, 1.25)
+BLOOD_MYO_LIMITS = (1.6, 3.8)
+# - LV blood SNR (median blood over the robust sd of neighbour differences in the eroded pool):
+#   22.9 [18.9, 26.6], 5th-95th 13.3-35.9 -> the subject's target around its vendor's, clipped;
+SNR_JITTER = (0.8, 1.25)
+SNR_LIMITS = (8.0, 45.0)
+# - across-slice CV of the LV blood median: 0.13 [0.10, 0.18] at ED against 0.07 without it ->
+#   a per-slice gain (inflow, per-breath-hold receiver scaling), log-normal with this sd range;
+SLICE_GAIN_SD = (0.05, 0.15)
+# - LV blood CV inside the eroded label: 0.22 [0.18, 0.27]; trabeculae and papillary muscles give
+#   most of it, so the low-frequency blood texture is weaker than recipe E's +-7 %;
+BLOOD_TEXTURE = 0.04
+# - ACDC stacks are labelled from their first slice to their last (an empty slice above the base
+#   in 5 % of ED frames; the top slice loses its labels at ES in 22 %; the last slice holds LV
+#   cavity in 94 % at ED): the first slice centre sits this far below the ES base plane (mm) and
+#   the last at this fraction of the LV cavity length.
+ACDC_FIRST_BELOW_ES_BASE_MM = (-2.5, 8.5)
+ACDC_LAST_FRACTION = (0.75, 0.97)
 
 
 @dataclass(frozen=True)
@@ -63,8 +92,9 @@ class PhantomConfig:
     - ``"default"``: realistic acquisitions - matrices 192-320 px (typically 256x216), in-plane
       spacing 1.15-1.6 mm, 8-14 slices 8-10 mm apart (6-10 mm thick), 18-35 frames (mostly 25 or
       30). Gzipped, about 1 byte per voxel as int16 (14 MB for 256x216x10x25; ~21 MB for a typical
-      subject of ~21 M voxels) and 1.7 as float32; about 2 s per subject on one core, writing
-      included.
+      subject of ~21 M voxels) and 1.7 as float32; a few seconds per subject on one core, writing
+      included. In the ``acdc`` layout the stacks follow ACDC's coverage (labelled from the first
+      slice to the last, 6-14 slices).
     - ``"tiny"``: for unit tests of the whole toolkit - 56-64 px at 4-4.8 mm (the heart and part
       of the chest fit), 5-8 slices 14-18 mm apart, 5-8 frames; ~0.05 s per subject, writing
       included.
@@ -77,7 +107,10 @@ class PhantomConfig:
         typical_frames: frame counts vendors favour (each subject keeps its vendor's with p 0.75).
         sub_slices: odd number of through-plane sub-slices averaged for partial volume (heart).
         body_sub_slices: sub-slices for the slowly varying surroundings.
-        acquisition_mm: acquired in-plane resolution range (k-space crop, blur).
+        acquisition_mm: acquired in-plane resolution range (k-space crop, blur; the noise is
+            band-limited with it). The default, about twice the display pixel, reproduces the
+            noise texture of real ACDC images (lag-1 correlation of background noise 0.40
+            [IQR 0.21, 0.53]; phantom_vs_real.py) - recipe F.3's 1.6-2.2 mm gave 0.17.
         zero_pad_px: zeroed border rows of the one padding vendor.
     """
 
@@ -90,7 +123,7 @@ class PhantomConfig:
     typical_frames: tuple[int, ...] = (25, 30)
     sub_slices: int = 5
     body_sub_slices: int = 3
-    acquisition_mm: tuple[float, float] = (1.6, 2.2)
+    acquisition_mm: tuple[float, float] = (1.8, 2.5)
     zero_pad_px: tuple[int, int] = (4, 12)
 
     def validate(self) -> "PhantomConfig":
@@ -199,13 +232,19 @@ def generate_subject(seed: int, index: int, config: PhantomConfig, layout: str =
     low, high = config.n_frames
     frames = vendor.frames if vendor.frames and rng.random() < 0.75 else int(rng.integers(low, high + 1))
     motion = heart_motion(heart, frames)
-    basal_epicardium = np.sqrt(heart.lv_edv * 1000 / (2 / 3 * np.pi * heart.length)) + heart.wall
-    heart_radius = 2.0 * basal_epicardium * max(1.0, (heart.rv_edv / heart.lv_edv) ** 0.5) + 12.0
-    grid = draw_grid(rng, config, vendor, heart.apex_depth, heart_radius)
+    basal_epicardium = heart.nominal_radius + heart.wall
+    heart_radius = (2.0 * basal_epicardium * max(1.0, (heart.rv_edv / heart.lv_edv) ** 0.5) + 12.0 + heart.shell
+                    + heart.outer_fat)
+    coverage = None
+    if layout == "acdc":
+        first = heart.base_descent + rng.uniform(*ACDC_FIRST_BELOW_ES_BASE_MM)
+        coverage = (first, max(heart.length * rng.uniform(*ACDC_LAST_FRACTION), first + 1.0))
+    grid = draw_grid(rng, config, vendor, heart.apex_depth, heart_radius, coverage)
+    texture = draw_texture(rng, heart, grid.depths)
     values = _tissue_values(rng, vendor)
     static = _surroundings(rng, body, values, grid, config.body_sub_slices)
-    boxes, heart_signal, heart_labels = _render_heart_boxes(rng, heart, motion, grid, static, values, config, vendor,
-                                                             heart_radius)
+    boxes, heart_signal, heart_labels = _render_heart_boxes(rng, heart, motion, texture, grid, static, values, config,
+                                                             vendor, heart_radius)
 
     # Vendor frame convention: ED at frame 0 or late in the file, i.e. the stored frames are the
     # phases circularly shifted; the arrays are filled directly in file order.
@@ -221,7 +260,7 @@ def generate_subject(seed: int, index: int, config: PhantomConfig, layout: str =
     for z, (rows, columns) in enumerate(boxes):
         image[file_frame, z, rows, columns] = heart_signal[:, z]
         labels[file_frame, z, rows, columns] = heart_labels[:, z]
-    snr = _acquire(rng, image, labels, file_frame, grid, body, vendor, static > values["lung"] * 0.5)
+    noise = _acquire(rng, image, labels, file_frame, grid, body, vendor, static > values["lung"] * 0.5)
 
     (image, labels), affine = apply_storage_convention(
         [image.transpose(2, 3, 1, 0), labels.transpose(2, 3, 1, 0)], grid.affine, vendor
@@ -248,8 +287,21 @@ def generate_subject(seed: int, index: int, config: PhantomConfig, layout: str =
         "target_lv_ef_pct": round(100 * heart.lv_ef, 2),
         "target_rv_ef_pct": round(100 * heart.rv_ef, 2),
         "blood_myo_ratio": round(values["blood"] / values["myocardium"], 3),
-        "snr": round(snr, 2),
-        **_demographics(rng, vendor, phenotype, male, layout),
+        "snr": round(noise["myo_snr"], 2),
+        "blood_snr": round(noise["blood_snr"], 2),
+        "slice_gain_sd": round(noise["slice_gain_sd"], 4),
+        "wall_mid_mm": round(heart.wall, 2),
+        "wall_variation": round(heart.wall_variation, 3),
+        "trabecula_mm": round(heart.trabecula_height, 2),
+        "papillary_radius_mm": round(heart.papillary_radius, 2),
+        "rv_blood_ratio": round(heart.rv_blood, 3),
+        "rv_trabecula_mm": round(heart.rv_trabecula_height, 2),
+        "myo_es_band": round(heart.myo_es_gain, 3),
+        "heart_drift_mm_per_slice": round(float(np.linalg.norm(grid.drift[1] - grid.drift[0]))
+                                          if len(grid.depths) > 1 else 0.0, 3),
+        # Own stream: a subject's demographics do not move when the anatomy or acquisition draws change.
+        **_demographics(np.random.default_rng(np.random.SeedSequence([seed, DEMOGRAPHICS_STREAM, index])), vendor,
+                        phenotype, male, layout),
     }
     return PhantomSubject(subject_id, image, labels, affine, ed, es, vendor.letter, pathology, vendor.storage, qa)
 
@@ -267,14 +319,13 @@ def _surroundings(rng, body, values: dict[str, float], grid: SaxGrid, n_sub: int
     return static
 
 
-def _render_heart_boxes(rng, heart, motion, grid: SaxGrid, static, values, config: PhantomConfig, vendor, radius: float):
+def _render_heart_boxes(rng, heart, motion, texture, grid: SaxGrid, static, values, config: PhantomConfig, vendor,
+                        radius: float):
     """Render the heart in a box per slice over the surroundings (phase order).
 
     The box is grown and the heart redrawn in the rare case its labels reach the box edge.
     """
     offsets, weights = grid.sub_slices(config.sub_slices, vendor.slice_profile)
-    fat = rng.uniform(1.0, 4.0)
-    groove = 1.0 + 1.5 * np.clip(1.0 - np.abs(grid.depths) / 15.0, 0.0, 1.0)  # thicker in the AV groove
     while True:
         boxes, right, anterior = grid.heart_boxes(radius)
         scene = HeartScene(
@@ -286,14 +337,14 @@ def _render_heart_boxes(rng, heart, motion, grid: SaxGrid, static, values, confi
             pixel=grid.pixel,
             slice_spacing=grid.slice_spacing,
             background=np.stack([static[z][box] for z, box in enumerate(boxes)]),
-            blood_texture=_smooth_field(rng, right, anterior, 0.07, (15, 40)) + 1.0,
-            fat_thickness=(fat * groove.astype(np.float32)[:, None, None]
-                           * np.clip(0.5 + _smooth_field(rng, right, anterior, 0.3, (25, 60)), 0, 1)),
+            blood_texture=_smooth_field(rng, right, anterior, BLOOD_TEXTURE, (15, 40)) + 1.0,
+            rv_texture=_smooth_field(rng, right, anterior, RV_FLOW_TEXTURE, (20, 50)) + 1.0,
             blood=values["blood"],
             myocardium=values["myocardium"],
             fat=values["fat"],
+            shell=values["shell"],
         )
-        signal, labels, _ = render_heart(heart, motion, scene)
+        signal, labels, _ = render_heart(heart, motion, scene, texture)
         edges = (labels[..., [0, -1], :].any(), labels[..., :, [0, -1]].any())
         if not any(edges) or 2 * radius / grid.pixel >= max(grid.matrix):
             return boxes, signal, labels
@@ -301,36 +352,44 @@ def _render_heart_boxes(rng, heart, motion, grid: SaxGrid, static, values, confi
 
 
 def _acquire(rng, image: np.ndarray, labels: np.ndarray, file_frame: np.ndarray, grid: SaxGrid, body,
-             vendor: VendorProfile, body_cover: np.ndarray) -> float:
-    """Recipe F degradation in place on (T, Z, X, Y): k-space blur, coil bias, Rician noise, storage.
+             vendor: VendorProfile, body_cover: np.ndarray) -> dict[str, float]:
+    """Recipe F degradation in place on (T, Z, X, Y): coil bias and slice gain, k-space blur with
+    band-limited Rician noise, storage.
 
-    The noise sd is the mean ED myocardial signal over the subject's SNR. Returns the SNR.
+    The noise sd (per pixel, after the blur) is the mean ED LV blood signal over the subject's
+    blood SNR. Returns the blood and myocardial SNR and the slice gain sd.
     """
     window = acquisition.kspace_window(grid.matrix, grid.pixel, max(vendor.acquisition_mm, grid.pixel), vendor.window)
     bias = acquisition.coil_sensitivity(rng, *grid.world_points(), body_cover, vendor.bias_ratio,
                                         body.torso_centre[1], body.torso_axes[1])
+    gain_sd = rng.uniform(*SLICE_GAIN_SD)
+    bias *= np.exp(rng.normal(0.0, gain_sd, size=bias.shape[0])).astype(np.float32)[:, None, None]
     ed = file_frame[0]
-    ed_frame = acquisition.blur(image[ed], window) * bias
-    snr = float(np.clip(vendor.snr * rng.uniform(0.8, 1.25), 10, 40))
-    sigma = float(ed_frame[labels[ed] == 2].mean()) / snr
+    blood_snr = float(np.clip(vendor.snr * rng.uniform(*SNR_JITTER), *SNR_LIMITS))
+    ed_signal = image[ed] * bias
+    blood = float(ed_signal[labels[ed] == 1].mean())
+    sigma = blood / blood_snr
+    myo_snr = float(ed_signal[labels[ed] == 2].mean()) / sigma
     for t in file_frame:  # phase order, so the noise stream does not depend on the ED convention
-        image[t] = acquisition.add_rician_noise(rng, ed_frame if t == ed else acquisition.blur(image[t], window) * bias, sigma)
+        image[t] = acquisition.add_bandlimited_rician_noise(rng, image[t] * bias, sigma, window)
     target_max = float(np.clip(vendor.intensity_max * rng.uniform(0.8, 1.25), 300, 4000))
     acquisition.to_storage(image, vendor.storage, target_max, vendor.float_slope)
     if grid.zero_pad:  # a vendor whose reconstruction pads the matrix with exact zeros
         image[:, :, : grid.zero_pad] = 0
         image[:, :, grid.matrix[0] - grid.zero_pad :] = 0
-    return snr
+    return {"blood_snr": blood_snr, "myo_snr": myo_snr, "slice_gain_sd": gain_sd}
 
 
 def _tissue_values(rng, vendor: VendorProfile) -> dict[str, float]:
     """Relative bSSFP signal per tissue (blood = 1; recipe F "simplest practical knob").
 
-    The blood/myocardium ratio is drawn around the vendor's; the vendor gamma reshapes the other
-    tissues' contrast (display LUT differences), leaving that ratio within 2.2-4.0.
+    The blood/myocardium ratio is drawn around the vendor's (``BLOOD_MYO_JITTER``, within
+    ``BLOOD_MYO_LIMITS``); the vendor gamma reshapes the other tissues' contrast (display LUT
+    differences). ``shell``, the soft tissue around the heart (pericardium, mediastinum,
+    diaphragm), is myocardium-like (0.65-1.1 x myocardium).
     """
     u = rng.uniform
-    ratio = float(np.clip(vendor.blood_myo * u(0.93, 1.07), 2.3, 3.9))
+    ratio = float(np.clip(vendor.blood_myo * u(*BLOOD_MYO_JITTER), *BLOOD_MYO_LIMITS))
     myo = 1.0 / ratio
     others = {
         "fat": u(0.8, 1.1),
@@ -344,7 +403,8 @@ def _tissue_values(rng, vendor: VendorProfile) -> dict[str, float]:
         "cortex": u(0.03, 0.08),
     }
     values = {name: float(v**vendor.gamma) for name, v in others.items()}
-    values.update(blood=1.0, myocardium=myo)
+    # The first pixel ring outside the ACDC epicardial contour reads 0.84 x the myocardium (median).
+    values.update(blood=1.0, myocardium=myo, shell=myo * u(0.65, 1.1))
     return values
 
 

@@ -4,8 +4,9 @@ The slice axis follows an anatomically plausible LV long axis: base->apex points
 the patient's left (-x), anterior (+y) and inferior (-z) in RAS, near ``NOMINAL_LONG_AXIS``
 tilted by up to ~20 degrees; the in-plane axes are orthogonal to it with a random in-plane
 rotation. ``SaxGrid`` holds one subject's grid (matrix, spacing, slice depths below the ED base
-plane, breath-hold shifts) and maps pixels to world and to the (right, anterior) frame the heart
-is drawn in. A vendor then stores the arrays flipped/transposed, and the affine follows.
+plane, breath-hold shifts, the heart's drift across slices) and maps pixels to world and to the
+(right, anterior) frame the heart is drawn in. A vendor then stores the arrays flipped/transposed,
+and the affine follows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ import numpy as np
 # LV long axis, base->apex, in RAS: toward patient left (-x), anterior (+y), inferior (-z).
 NOMINAL_LONG_AXIS = np.array([-0.55, 0.55, -0.63])
 MAX_AXIS_TILT_DEG = 20.0
+# In-plane position of the LV between adjacent slices, real ACDC labels (benchmarks/phantom_vs_real.py):
+# centroid jump median 2.3 mm [IQR 1.5, 3.3], its second difference 3.0 mm [2.3, 4.4]. The second
+# difference removes a steady drift (a long axis not quite normal to the planes) and leaves the
+# per-slice breath-hold shifts (Gaussian, per-axis sd; recipe C: 0-3 mm) plus contour noise; the
+# jump also needs a drift of the heart alone (mm per 10 mm of depth, random direction). Both set
+# so that the phantom measures the same two medians.
+BREATH_HOLD_SD_MM = 1.15
+DRIFT_MM_PER_10MM = (0.0, 4.0)
 
 
 def _rotate(vector: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
@@ -126,7 +135,10 @@ class SaxGrid:
         depths: (Z,) depth of each slice centre below the ED base plane (mm, toward the apex).
         slice_spacing, thickness: through-plane sampling (mm).
         centre: (2,) native pixel coordinates of the LV long axis.
-        shift: (Z, 2) breath-hold mismatch of each slice, (right, anterior) mm, constant over time.
+        shift: (Z, 2) breath-hold mismatch of each slice, (right, anterior) mm, constant over time;
+            it moves the whole anatomy (heart and body, images and labels alike).
+        drift: (Z, 2) in-plane offset of the heart alone, (right, anterior) mm, linear in depth: the
+            long axis is not exactly normal to the planes.
         affine: 4x4 native voxel -> world (RAS mm); world is centred on the LV base centre plus
             ``heart_world``.
         zero_pad: rows zeroed at both ends of axis X (kept clear of the heart).
@@ -142,6 +154,7 @@ class SaxGrid:
     shift: np.ndarray
     affine: np.ndarray
     zero_pad: int
+    drift: np.ndarray
 
     def sub_slices(self, count: int, profile: str) -> tuple[np.ndarray, np.ndarray]:
         """Through-plane sub-slice offsets (mm) and slice-profile weights (rect or gauss), (count,)."""
@@ -176,7 +189,8 @@ class SaxGrid:
         half = int(math.ceil(radius / self.pixel))
         size = (min(2 * half + 1, nx - 2 * self.zero_pad), min(2 * half + 1, ny))
         to_anatomy = self.frame.pixel_to_anatomy()
-        centre = self.centre[None, :] + (self.shift @ np.linalg.inv(to_anatomy).T) / self.pixel
+        offset = self.shift + self.drift  # the heart moves with the breath-hold and drifts
+        centre = self.centre[None, :] + (offset @ np.linalg.inv(to_anatomy).T) / self.pixel
         starts = np.stack(
             [
                 np.clip(np.rint(centre[:, 0]) - half, self.zero_pad, nx - self.zero_pad - size[0]),
@@ -187,7 +201,7 @@ class SaxGrid:
         di = (starts[:, 0, None] + np.arange(size[0])[None, :] - self.centre[0]) * self.pixel  # (Z, H)
         dj = (starts[:, 1, None] + np.arange(size[1])[None, :] - self.centre[1]) * self.pixel  # (Z, W)
         right, anterior = (
-            (to_anatomy[row, 0] * di[:, :, None] + to_anatomy[row, 1] * dj[:, None, :] - self.shift[:, row, None, None])
+            (to_anatomy[row, 0] * di[:, :, None] + to_anatomy[row, 1] * dj[:, None, :] - offset[:, row, None, None])
             .astype(np.float32)
             for row in (0, 1)
         )
@@ -195,17 +209,31 @@ class SaxGrid:
         return boxes, right, anterior
 
 
-def slice_depths(rng: np.random.Generator, config, apex_depth: float) -> tuple[np.ndarray, float]:
-    """Slice depths below the ED base plane, spacing: >= 1 empty slice above the base and below the apex.
+def slice_depths(rng: np.random.Generator, config, apex_depth: float,
+                 coverage: tuple[float, float] | None = None) -> tuple[np.ndarray, float]:
+    """Slice depths below the ED base plane, spacing.
 
-    The stack covers 2-10 mm above the base to 1-6 mm below the epicardial apex; when that
-    needs more than the allowed slices the spacing widens rather than lose the base or the apex.
+    Without ``coverage`` (M&Ms-like stacks, phantom.md A) there is >= 1 empty slice above the base
+    and below the apex: the stack covers 2-10 mm above the base to 1-6 mm below the epicardial
+    apex. ``coverage = (first, last)`` (mm below the ED base) places the first slice centre there
+    and ends near ``last`` (ACDC-like stacks, labelled from the first slice to the last). When
+    the range needs more than the allowed slices the spacing widens rather than lose the base or
+    the apex; with too few, ACDC-like stacks keep up to two fewer than the minimum and add the
+    rest at the apical end.
     """
     spacing = rng.uniform(*config.slice_spacing_mm)
+    low, high = config.n_slices
+    if coverage is not None:
+        first, last = coverage
+        count = max(int(round((last - first) / spacing)) + 1, 2)
+        if count > high:
+            count, spacing = high, (last - first) / (high - 1)
+        # ACDC stacks are as long as the heart (6-18 slices): fewer than the preset's minimum,
+        # by at most two, rather than empty slices past the apex.
+        return first + spacing * np.arange(max(count, low - 2, 2)), spacing
     above, below = rng.uniform(2, 10), rng.uniform(1, 6)
     span = above + apex_depth + below
     count = math.ceil(span / spacing) + 1
-    low, high = config.n_slices
     if count > high:
         count, spacing = high, span / (high - 1)
     elif count < low:
@@ -214,22 +242,26 @@ def slice_depths(rng: np.random.Generator, config, apex_depth: float) -> tuple[n
     return -above + spacing * np.arange(count), spacing
 
 
-def draw_grid(rng: np.random.Generator, config, vendor, apex_depth: float, heart_radius: float) -> SaxGrid:
+def draw_grid(rng: np.random.Generator, config, vendor, apex_depth: float, heart_radius: float,
+              coverage: tuple[float, float] | None = None) -> SaxGrid:
     """The subject's grid: vendor spacing and matrix, slices covering the heart, oblique axes.
 
     ``heart_radius`` (mm) is kept inside the image (and clear of zero-padded rows) when the LV
-    axis is placed off the image centre by up to 25 mm.
+    axis is placed off the image centre by up to 25 mm; ``coverage`` as in :func:`slice_depths`.
     """
     pixel = float(np.clip(vendor.spacing_mm + rng.uniform(-0.04, 0.04), *config.spacing_mm))
     nx, ny = vendor.matrix
-    depths, slice_spacing = slice_depths(rng, config, apex_depth)
+    depths, slice_spacing = slice_depths(rng, config, apex_depth, coverage)
     thickness = min(rng.uniform(*config.slice_thickness_mm), slice_spacing)
     frame = draw_sax_frame(rng)
     room = np.maximum(np.array([(nx / 2 - vendor.zero_pad) * pixel, ny / 2 * pixel]) - heart_radius, 0)
     centre = (np.array([nx, ny]) - 1) / 2 + np.clip(rng.uniform(-25, 25, size=2), -room, room) / pixel
-    shift = rng.normal(size=(len(depths), 2))
-    shift *= (rng.uniform(0, 3, size=len(depths)) / np.linalg.norm(shift, axis=1))[:, None]
+    shift = rng.normal(0.0, BREATH_HOLD_SD_MM, size=(len(depths), 2))
+    direction = rng.uniform(0, 2 * np.pi)
+    drift_rate = rng.uniform(*DRIFT_MM_PER_10MM) / 10.0
+    drift = ((depths - depths.mean()) * drift_rate)[:, None] * np.array([np.cos(direction), np.sin(direction)])[None, :]
     heart_world = rng.uniform(-30, 30, size=3)  # where the LV base centre sits relative to the scanner
     origin = heart_world + frame.long_axis * depths[0] - (frame.axis_i * centre[0] + frame.axis_j * centre[1]) * pixel
     affine = native_affine(frame, origin, pixel, slice_spacing)
-    return SaxGrid(frame, (nx, ny), pixel, depths, slice_spacing, thickness, centre, shift, affine, vendor.zero_pad)
+    return SaxGrid(frame, (nx, ny), pixel, depths, slice_spacing, thickness, centre, shift, affine, vendor.zero_pad,
+                   drift)
