@@ -418,6 +418,9 @@ def default_preset(args: argparse.Namespace, cpu: str = "cpu") -> str:
     return preset
 
 
+DATA_FIELDS = ("n_subjects", "subset_seed")  # changes that belong to the data section
+
+
 def configure(config, args: argparse.Namespace, only_sections_present: bool = False, **changes):
     """The one way flags reach a run configuration: every shared option this command has and
     the user gave (data, split, seed, device, precision, batch, length, lr), then ``changes``
@@ -429,7 +432,7 @@ def configure(config, args: argparse.Namespace, only_sections_present: bool = Fa
     given = lambda name: getattr(args, name, None)  # noqa: E731 (flags this command lacks count as not given)
     as_text = lambda path: None if path is None else str(path)  # noqa: E731
     data = replace(config.data, cache=as_text(given("data")), split=as_text(given("split")),
-                   **{k: v for k, v in changes.items() if k in ("n_subjects", "subset_seed")})
+                   **{k: v for k, v in changes.items() if k in DATA_FIELDS})
     train = replace(config.train, seed=given("seed"), device=given("device"), amp=given("amp"),
                     batch_size=given("batch_size"))
     if given("epochs") is not None:
@@ -437,7 +440,7 @@ def configure(config, args: argparse.Namespace, only_sections_present: bool = Fa
     if given("iterations") is not None:
         train = replace(train, iterations=given("iterations"))
     config = replace(config, data=data, train=train, optimizer=replace(config.optimizer, lr=given("lr")),
-                     **{k: v for k, v in changes.items() if k not in ("n_subjects", "subset_seed")})
+                     **{k: v for k, v in changes.items() if k not in DATA_FIELDS})
     assignments = list(given("set") or [])
     if only_sections_present:
         sections = to_dict(config)
@@ -462,14 +465,11 @@ def on_saved_config(config, args: argparse.Namespace, run_dir: Path, flags):
     """With --resume, the command's flags applied to the run's saved configuration instead of
     the preset's, so that only the flags actually given count (resume_config refuses changes)."""
     from cmrssp.presets import replace
-    from cmrssp.run_folder import RunFolder
+    from cmrssp.runs import saved_config
 
     if not args.resume:
         return config
-    folder = RunFolder(run_dir)
-    if not folder.has_record():
-        raise InputError(run_dir, f"nothing to resume (no {folder.config_file.name}); start the run without --resume")
-    return flags(replace(folder.config(type(config)), preset=args.preset))
+    return flags(replace(saved_config(type(config), run_dir), preset=args.preset))
 
 
 # -- the commands ------------------------------------------------------------------------------
