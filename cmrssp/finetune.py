@@ -21,6 +21,7 @@ from cmrssp.presets import DataConfig, FinetuneConfig
 from cmrssp.run_folder import TRANSFER_WEIGHTS, finetune_run_name, pretrain_run_name
 from cmrssp.runs import start_run, study_split
 from cmrssp.segmentation import SegmentationTask
+from cmrssp.train import training_input_size
 
 
 def resolve_split(data: DataConfig, cache: Cache) -> Split:
@@ -69,6 +70,7 @@ def run_finetune(
 
     task = SegmentationTask(
         config.unet, config.augment, train_slices, valid_slices, cache.config.size, device,
+        train_size=training_input_size(config.train, cache.config.size),
         freeze_encoder_epochs=config.freeze_encoder_epochs,
         val_batch_size=config.train.val_batch_size, channels_last=config.train.channels_last,
     )

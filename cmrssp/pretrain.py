@@ -17,6 +17,7 @@ from cmrssp.methods import get_method
 from cmrssp.presets import PretrainConfig
 from cmrssp.run_folder import pretrain_run_name
 from cmrssp.runs import start_run, study_split
+from cmrssp.train import training_input_size
 
 
 def build_task(config: PretrainConfig, cache, train_keys, valid_keys, device):
@@ -25,7 +26,8 @@ def build_task(config: PretrainConfig, cache, train_keys, valid_keys, device):
     train_slices = load_slices(cache, train_keys, "pretraining", device=place)
     valid_slices = load_slices(cache, valid_keys, "pretraining", device=place) if valid_keys else None
     stack_sizes = {key: cache.meta(key).n_slices for key in [*train_keys, *valid_keys]}
-    return make_task(config, train_slices, valid_slices, cache.config.size, device, stack_sizes)
+    size = training_input_size(config.train, cache.config.size)
+    return make_task(config, train_slices, valid_slices, size, device, stack_sizes)
 
 
 def make_task(config: PretrainConfig, train_slices, valid_slices, size: int, device, stack_sizes=None):

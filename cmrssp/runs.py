@@ -23,7 +23,7 @@ from cmrssp.data.splits import Split, make_split, read_upstream_split
 from cmrssp.distributed import SINGLE, Processes, barrier
 from cmrssp.errors import InputError
 from cmrssp.run_folder import RunFolder, RunLog, silent
-from cmrssp.train import OptimizerConfig, Precision, Task, fit, resolve_device, resolve_precision
+from cmrssp.train import OptimizerConfig, Precision, Task, fit, resolve_device, resolve_precision, training_input_size
 
 T = TypeVar("T")
 STRATIFY_FIELDS = ("pathology", "vendor")  # subject fields of the cache's metadata a split may be stratified over
@@ -72,10 +72,11 @@ def open_run_data(config: T, data_dir: Path, processes: Processes = SINGLE) -> t
         barrier(processes)
     cache_dir = resolve_cache(config.data, data_dir)
     cache = open_cache(cache_dir)
-    size, unet = cache.config.size, config.unet
-    if size % unet.size_multiple:
-        raise InputError(cache_dir, f"input size {size} is not a multiple of {unet.size_multiple}, "
-                                    f"which a {unet.n_levels}-level U-Net needs")
+    unet = config.unet
+    for what, size in (("input size", cache.config.size), ("train.patch_size", training_input_size(config.train, cache.config.size))):
+        if size % unet.size_multiple:
+            raise InputError(cache_dir, f"{what} {size} is not a multiple of {unet.size_multiple}, "
+                                        f"which a {unet.n_levels}-level U-Net needs")
     return dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir))), cache
 
 

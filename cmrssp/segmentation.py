@@ -42,7 +42,8 @@ class SegmentationTask(BaseTask):
         unet: network shape (4 classes, deep supervision heads).
         augment: training augmentation (validation uses none).
         train_slices, valid_slices: segmentation slice sets (valid may be None).
-        size: network input size S (the cache's evaluation grid).
+        size: network input size S for validation (the cache's evaluation grid).
+        train_size: side of the training inputs (``TrainConfig.patch_size``); None = ``size``.
         device: training device; ``channels_last`` selects the NHWC memory format.
         freeze_encoder_epochs: epochs with encoder parameters frozen (BN statistics still update).
         val_batch_size: validation batch size.
@@ -59,11 +60,13 @@ class SegmentationTask(BaseTask):
         freeze_encoder_epochs: int = 0,
         val_batch_size: int = 128,
         channels_last: bool = True,
+        train_size: int | None = None,
     ):
         self.model = UNet(unet).to(device)
         self.memory_format = memory_format(channels_last)
         self.model = self.model.to(memory_format=self.memory_format)
         self.augment, self.size, self.device = augment, size, device
+        self.train_size = train_size or size
         self.train_slices, self.valid_slices = train_slices, valid_slices
         self.freeze_encoder_epochs, self.val_batch_size = freeze_encoder_epochs, val_batch_size
         # DDP must look for parameters without gradient while the encoder is frozen.
@@ -79,7 +82,7 @@ class SegmentationTask(BaseTask):
         batch = device_batch(self.train_slices, indices, self.device)
         images, labels = augment_batch(
             batch["images"], batch["labels"], batch["centre"], batch["background"], batch["max_value"],
-            self.size, self.augment, generator,
+            self.train_size, self.augment, generator,
         )
         outputs = self.net(images.contiguous(memory_format=self.memory_format))
         loss, ce, dice = segmentation_loss(outputs, labels)

@@ -37,7 +37,7 @@ from cmrssp.results import write_study_results
 from cmrssp.run_folder import pretrain_run_name
 from cmrssp.table import format_table
 from cmrssp.runs import config_differences, resolve_cache, study_split
-from cmrssp.train import make_plan
+from cmrssp.train import make_plan, training_input_size
 
 
 def plan_study(
@@ -74,7 +74,8 @@ def check_reusable(run: PlannedRun) -> None:
     """A run folder made with another configuration is never silently reused."""
     if not run.run_folder.has_record():
         return
-    saved = run.run_folder.record()
+    # read as the typed configuration, so a field newer than the run counts as its default
+    saved = to_dict(run.run_folder.config(type(run.config)))
     wanted = to_dict(run.config)
     # where a run trains is not what it is; the data section is checked when the run resumes
     differing = sorted({name.split(".")[0] for name, _, _ in config_differences(saved, wanted)
@@ -104,6 +105,7 @@ def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
 # 2026-11-28 speed that day (README "ACDC, real scans"), so these are pessimistic. Each pretraining
 # method declares its own (PretrainingMethod.cpu_seconds_per_sample).
 FINETUNE_CPU_SECONDS_PER_SAMPLE = 1 / 55
+CPU_COST_INPUT_SIZE = 64  # the input side those figures were measured at
 
 
 def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: EvaluateOptions) -> str:
@@ -121,8 +123,11 @@ def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: Eva
         steps, samples = optimizer_steps(run, cache)
         batch = min(run.config.train.batch_size, samples)
         processed = steps * batch
-        cost = processed * (get_method(run.config.method).cpu_seconds_per_sample if run.kind == "pretrain"
-                            else FINETUNE_CPU_SECONDS_PER_SAMPLE)
+        per_sample = (get_method(run.config.method).cpu_seconds_per_sample if run.kind == "pretrain"
+                      else FINETUNE_CPU_SECONDS_PER_SAMPLE)
+        # measured on 64² inputs; a step's cost goes with its pixels
+        size = training_input_size(run.config.train, cache.config.size)
+        cost = processed * per_sample * (size / CPU_COST_INPUT_SIZE) ** 2
         if state == "todo":
             total_steps, total_samples, seconds = total_steps + steps, total_samples + processed, seconds + cost
         lines.append(f"  {state:9s} {run.kind:8s} {run.folder.name:34s} {steps:7d} steps x {batch:3d}"

@@ -81,6 +81,11 @@ class TrainConfig:
             then stepped per iteration. A tiny subset still gets enough updates to converge and
             the full pool no more than the budget allows (the ``cpu-real`` preset).
         batch_size: training batch (slices; the study: 32), drop_last as upstream.
+        patch_size: when > 0, training inputs are patches of this many pixels on the grid's
+            spacing, sampled by the augmentation from the stored canvas (nnU-Net's patch-based
+            training), so a step costs about (patch / grid size)² of a whole-grid one; validation
+            and evaluation still see the whole grid (the U-Net is fully convolutional). 0 = the
+            grid size (the study).
         val_batch_size: validation batch (the study: 128).
         amp: "auto" (bf16 on CUDA where supported, else fp16 with a grad scaler; off on CPU),
             "bf16", "fp16" or "off".
@@ -113,6 +118,7 @@ class TrainConfig:
     min_iterations: int = 0
     max_iterations: int = 0
     batch_size: int = 32
+    patch_size: int = 0
     val_batch_size: int = 128
     amp: str = "auto"
     seed: int = 0
@@ -126,6 +132,25 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        # refused when the configuration is made, so a bad flag never leaves a run folder behind
+        if self.compile not in ("auto", "on", "off"):
+            raise InputError(None, f"train.compile must be auto, on or off, got {self.compile!r}")
+        if self.validate_every < 1 or self.validate_steps < 0:
+            raise InputError(None, f"train.validate_every must be at least 1 and train.validate_steps at least 0, "
+                                   f"got {self.validate_every} and {self.validate_steps}")
+        if self.min_iterations < 0 or self.max_iterations < 0 or (
+                self.max_iterations and self.min_iterations > self.max_iterations):
+            raise InputError(None, f"train.min_iterations ({self.min_iterations}) and max_iterations "
+                                   f"({self.max_iterations}) must be >= 0 with min <= max")
+        if self.patch_size < 0:
+            raise InputError(None, f"train.patch_size must be >= 0 (0 = the grid size), got {self.patch_size}")
+
+
+def training_input_size(train: TrainConfig, grid_size: int) -> int:
+    """The side of a training input: ``train.patch_size``, or the grid's when it is 0."""
+    return train.patch_size or grid_size
 
 
 class Task(Protocol):
@@ -294,10 +319,6 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
         raise InputError(None, "the training set is empty")
     batch_size = min(train.batch_size, n_train)
     per_epoch = n_train // batch_size  # drop_last, as upstream
-    if train.min_iterations < 0 or train.max_iterations < 0 or (
-            train.max_iterations and train.min_iterations > train.max_iterations):
-        raise InputError(None, f"train.min_iterations ({train.min_iterations}) and max_iterations "
-                               f"({train.max_iterations}) must be >= 0 with min <= max")
     budget = train.iterations
     if budget <= 0:
         natural = train.epochs * per_epoch
@@ -413,11 +434,6 @@ def fit(
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     main = processes.is_main
-    if train.compile not in ("auto", "on", "off"):
-        raise InputError(None, f"train.compile must be auto, on or off, got {train.compile!r}")
-    if train.validate_every < 1 or train.validate_steps < 0:
-        raise InputError(None, f"train.validate_every must be at least 1 and train.validate_steps at least 0, "
-                               f"got {train.validate_every} and {train.validate_steps}")
     plan = make_plan(task.n_train(), train, optimizer_config)
     if plan.batch_size % processes.world_size:
         raise InputError(None, f"the global batch of {plan.batch_size} does not split into {processes.world_size} "

@@ -179,7 +179,7 @@ def test_phantom_measures_match_its_qa(phantom):
     ]:
         assert ours == pytest.approx(qa[theirs], abs=rounding), theirs
     # Looser, against the analytic target: the phantom calibrates each frame's LV pixel count to
-    # the target volume curve (phantom_heart._solve_scale), so the labelled EF misses the target
+    # the target volume curve (phantom_heart_fractions.solve_scale), so the labelled EF misses the target
     # only by the voxel discretisation: <= 0.3 points on 16 tiny subjects; 1 point allowed.
     assert m.lv_ef == pytest.approx(qa["target_lv_ef_pct"], abs=1.0)
     assert m.lv_edvi == pytest.approx(m.lv_edv / math.sqrt(qa["height"] * qa["weight"] / 3600))

@@ -6,7 +6,9 @@ and a small noise-free heart rendered directly (``render_heart``) for the invari
 features calibrated against real ACDC (trabeculae and papillary muscles inside the LV label,
 wall profile, label margins, compaction at ES). Expected values come from docs/phantom.md,
 docs/data-formats.md 1.2-1.4 and the ACDC measurements of benchmarks/phantom_vs_real.py (the
-calibration constants of phantom_heart.py / phantom.py).
+calibration constants of phantom_heart.py / phantom.py). The speed-ups (pixel lists, plane-wise
+noise, arrays filled in the stored layout) are checked to change no value, bit for bit, against
+the plain computations.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import scipy.fft
 from scipy import ndimage
 
 import dataclasses
@@ -634,3 +637,114 @@ def test_new_qa_columns_are_within_the_calibrated_ranges(tiny_subjects):
         assert phantom.SLICE_GAIN_SD[0] <= qa["slice_gain_sd"] <= phantom.SLICE_GAIN_SD[1]
         assert phantom.SNR_LIMITS[0] <= qa["blood_snr"] <= phantom.SNR_LIMITS[1]
         assert 0.6 <= qa["rv_blood_ratio"] <= 0.9 and qa["trabecula_mm"] > 0 and qa["myo_es_band"] >= 0
+
+
+# --- the speed-ups change no value (cmrssp/data/phantom_heart_pixels.py, phantom_acquisition.py) --
+
+
+def _scene_with_vessels(heart, pixel: float = 2.0):
+    """A noise-free scene over the whole heart: slices from above the base to below the apex (so
+    the great vessels are drawn), three sub-slices, textured blood."""
+    depths = np.arange(-12.0, heart.apex_depth + 6.0, 12.0)
+    half = int(np.ceil((2.2 * (heart.nominal_radius + heart.wall) + 12.0 + heart.shell + heart.outer_fat) / pixel))
+    coords = (np.arange(-half, half + 1) * pixel).astype(np.float32)
+    shape = (len(depths), len(coords), len(coords))
+    right = np.ascontiguousarray(np.broadcast_to(coords[None, :, None], shape))
+    anterior = np.ascontiguousarray(np.broadcast_to(coords[None, None, :], shape))
+    texture = (1.0 + 0.05 * np.cos(right / 9.0) * np.sin(anterior / 13.0)).astype(np.float32)
+    return HeartScene(right=right, anterior=anterior, slice_depth=depths, sub_offsets=np.array([-3.0, 0.0, 3.0]),
+                      sub_weights=np.array([0.25, 0.5, 0.25]), pixel=pixel, slice_spacing=12.0,
+                      background=(0.05 + 0.01 * right / right.max()).astype(np.float32), blood_texture=texture,
+                      rv_texture=texture[::-1].copy(), blood=1.0, myocardium=0.35, fat=0.95, shell=0.3)
+
+
+def test_pixel_lists_draw_exactly_what_the_whole_box_gives(monkeypatch):
+    """Each frame is drawn on the pixels its shapes can reach (phantom_heart_pixels); drawing
+    every box pixel instead, or starting from a list far too short (the frames then grow it),
+    gives bit-identical signal, labels and scales."""
+    from cmrssp.data import phantom_heart, phantom_heart_paint, phantom_heart_pixels
+
+    heart = draw_heart(np.random.default_rng(5), "RVD", False)
+    motion = heart_motion(heart, 5)
+    scene = _scene_with_vessels(heart)
+    texture = draw_texture(np.random.default_rng(6), heart, scene.slice_depth)
+    listed = render_heart(heart, motion, scene, texture)
+    assert listed[1].any() and (listed[0] != listed[0][0]).any()
+
+    with monkeypatch.context() as patch:  # a first list of one pixel per slice: every frame grows it
+        painted_reach = phantom_heart._painted_reach
+        calls = []
+
+        def short_first(*args):
+            calls.append(1)
+            reaches = painted_reach(*args)
+            return tuple(np.zeros_like(part) for part in reaches) if len(calls) == 1 else reaches
+
+        patch.setattr(phantom_heart, "_painted_reach", short_first)
+        grown = render_heart(heart, motion, scene, texture)
+
+    original_within = phantom_heart_pixels.BoxPixels.within
+
+    def everything(self, heart_reach, rv_reach):
+        return original_within(self, np.full_like(heart_reach, np.inf), np.full_like(rv_reach, np.inf))
+
+    monkeypatch.setattr(phantom_heart_pixels.BoxPixels, "within", everything)
+    monkeypatch.setattr(phantom_heart_paint, "painted_pixels",
+                        lambda reach, frame, *rest: np.ones(len(frame.metric), bool))
+    # Every pixel of a vessel slice near a vessel (distances are finite there only).
+    monkeypatch.setattr(phantom_heart, "near_vessels",
+                        lambda distances, shape, pixel: np.isfinite(distances[0][0]))
+    whole = render_heart(heart, motion, scene, texture)
+    for a, b, c in zip(listed, grown, whole):
+        assert a.dtype == c.dtype and a.tobytes() == b.tobytes() == c.tobytes()
+
+
+def _one_shot_noise(rng, signal, sigma, window):
+    """add_bandlimited_rician_noise as one draw and one batch of transforms over all planes."""
+    shape = signal.shape[-2:]
+    full = phantom_acquisition._full_window(window, shape)
+    support = np.flatnonzero(full > 0)
+    scale = np.float32(sigma / np.sqrt(phantom_acquisition.window_power(window, shape)))
+    spectrum = np.zeros(signal.shape[:-2] + (shape[0] * shape[1],), np.complex64)
+    noise = rng.standard_normal(spectrum.shape[:-1] + (len(support), 2), dtype=np.float32)
+    spectrum[..., support] = (noise[..., 0] + 1j * noise[..., 1]) * (full.ravel()[support] * scale)
+    noise_image = scipy.fft.ifft2(spectrum.reshape(signal.shape), axes=(-2, -1), norm="ortho")
+    blurred = scipy.fft.rfft2(signal, axes=(-2, -1))
+    blurred *= window
+    noise_image += scipy.fft.irfft2(blurred, s=shape, axes=(-2, -1)).astype(np.float32, copy=False)
+    return np.abs(noise_image).astype(np.float32, copy=False)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 40, 36), (1, 33, 27)])
+def test_planewise_noise_is_bit_identical_to_one_batch(shape):
+    """Noise is drawn and transformed one plane at a time (in cache) with the spectrum filled block
+    by block: the same random stream and arithmetic as one draw and one batch of 2D FFTs."""
+    signal = (np.random.default_rng(1).random(shape) * 40).astype(np.float32)
+    windows = [phantom_acquisition.kspace_window(shape[-2:], 1.3, 2.1, kind) for kind in ("none", "tukey", "hamming")]
+    patchy = windows[2] * (np.random.default_rng(2).random(windows[2].shape) > 0.3)  # not separable
+    for window in windows + [patchy.astype(np.float32)]:
+        expected = _one_shot_noise(np.random.default_rng(3), signal, 1.5, window)
+        out = np.empty(shape[::-1], np.float32).T  # any layout
+        got = phantom_acquisition.add_bandlimited_rician_noise(np.random.default_rng(3), signal, 1.5, window, out=out)
+        assert got is out and got.tobytes() == expected.tobytes()
+        blurred = scipy.fft.irfft2(scipy.fft.rfft2(signal, axes=(-2, -1)) * window, s=shape[-2:], axes=(-2, -1))
+        assert phantom_acquisition.blur(signal, window).tobytes() == blurred.astype(np.float32).tobytes()
+
+
+@pytest.mark.parametrize("base_to_apex", [True, False])
+@pytest.mark.parametrize("transpose", [True, False])
+@pytest.mark.parametrize("flips", [(False, False), (True, False), (False, True), (True, True)])
+def test_arrays_filled_in_the_stored_layout_equal_the_converted_ones(base_to_apex, transpose, flips):
+    """generate_subject fills the vendor's stored (Fortran) arrays through native views
+    (allocate_stored): the same arrays and affine as converting native ones afterwards."""
+    from cmrssp.data.phantom_geometry import allocate_stored, apply_storage_convention
+
+    vendor = dataclasses.make_dataclass("Vendor", ["base_to_apex", "transpose", "flips"])
+    vendor = vendor(base_to_apex, transpose, flips)
+    affine = np.array([[0.0, 1.2, 0.3, 5.0], [1.1, 0.0, 0.2, -3.0], [0.1, 0.2, 8.0, 7.0], [0, 0, 0, 1]])
+    native = np.random.default_rng(0).random((5, 4, 3, 2)).astype(np.float32)
+    (expected,), expected_affine = apply_storage_convention([native], affine, vendor)
+    (stored,), (view,), stored_affine = allocate_stored(native.shape, (np.float32,), affine, vendor)
+    view[...] = native
+    assert stored.flags.f_contiguous and stored.shape == expected.shape
+    assert np.array_equal(stored, expected) and np.array_equal(stored_affine, expected_affine)

@@ -112,3 +112,18 @@ def test_pretraining_resume_is_exact(tmp_path, data_dir, method, monkeypatch):
     assert run.main(pretrain_args(method, stopped, data_dir, "--epochs", "2", "--resume")) == 0
     a, b = load_weight_file(reference / "weights-last.pt"), load_weight_file(stopped / "weights-last.pt")
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_patch_size_sets_the_pretraining_input_size(tmp_path, data_dir, monkeypatch):
+    seen = set()
+    forward = UNet.forward
+
+    def recording(self, x):
+        seen.add(tuple(x.shape[-2:]))
+        return forward(self, x)
+
+    monkeypatch.setattr(UNet, "forward", recording)
+    out = tmp_path / "pretrain-mim"
+    assert run.main(pretrain_args("mim", out, data_dir, "--set", "train.patch_size=16")) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["patch_size"] == 16
+    assert seen == {(16, 16)}  # the whole U-Net, training and validation, on 16-px patches of the 32-px grid

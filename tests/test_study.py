@@ -121,6 +121,9 @@ def test_a_run_folder_is_reused_whatever_device_trained_it(tmp_path):
     saved["train"]["device"] = "cuda:1"  # e.g. placed on another GPU by --gpus
     (run.folder / "config.json").write_text(json.dumps(saved))
     check_reusable(run)
+    del saved["train"]["patch_size"]  # a run made before the field existed: its default is what it did
+    (run.folder / "config.json").write_text(json.dumps(saved))
+    check_reusable(run)
     saved["train"]["epochs"] += 1
     (run.folder / "config.json").write_text(json.dumps(saved))
     with pytest.raises(InputError, match="different configuration"):

@@ -247,3 +247,40 @@ def test_resume_refuses_flags_that_differ_from_the_saved_configuration(tmp_path,
         config = tiny(epochs=1)
         run_finetune(replace(config, data=replace(config.data, n_subjects=3)), run_dir=tmp_path / "run",
                      data_dir=data_dir, resume=True, progress=False)
+
+
+def test_patch_size_trains_on_patches_and_validates_on_the_whole_grid(tmp_path, data_dir, monkeypatch):
+    seen = {"train": set(), "eval": set()}
+    forward = UNet.forward
+
+    def recording(self, x):
+        seen["train" if self.training else "eval"].add(tuple(x.shape[-2:]))
+        return forward(self, x)
+
+    monkeypatch.setattr(UNet, "forward", recording)
+    run_dir = run_finetune(tiny(epochs=1, patch_size=16), run_dir=tmp_path / "p", data_dir=data_dir,
+                           progress=False, log=lambda *_: None)
+    assert seen == {"train": {(16, 16)}, "eval": {(32, 32)}}  # the tiny grid is 32 px
+    assert (run_dir / "complete.json").is_file()
+
+
+def test_a_patch_size_the_network_cannot_take_is_refused_before_any_folder(tmp_path, data_dir):
+    with pytest.raises(InputError, match=r"train.patch_size 18 is not a multiple of 4"):
+        run_finetune(tiny(epochs=1, patch_size=18), run_dir=tmp_path / "bad", data_dir=data_dir,
+                     progress=False, log=lambda *_: None)
+    assert not (tmp_path / "bad").exists()
+    from cmrssp.train import training_input_size
+
+    assert training_input_size(TrainConfig(patch_size=0), 64) == 64
+    assert training_input_size(TrainConfig(patch_size=48), 64) == 48
+    with pytest.raises(InputError, match="patch_size must be >= 0"):
+        training_input_size(TrainConfig(patch_size=-1), 64)
+
+
+def test_a_bad_training_setting_is_refused_before_a_run_folder_is_made(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    args = ["finetune", "--preset", "tiny", "--epochs", "1", "--out", str(out), "--data-dir", str(data_dir),
+            "--no-progress", "--set", "train.validate_every=0"]
+    assert run.main(args) == 2
+    assert "train.validate_every must be at least 1" in capsys.readouterr().err
+    assert not out.exists()

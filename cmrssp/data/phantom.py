@@ -3,7 +3,8 @@
 The recipe is docs/phantom.md (MRXCAT-like chain: masks -> tissue signal -> partial volume ->
 blur -> coil bias -> Rician noise). The parts live in sibling modules:
 
-- ``phantom_heart``: LV/RV geometry, motion, volume calibration on label volumes (B-D);
+- ``phantom_heart`` (and its ``phantom_heart_*`` parts): LV/RV geometry, motion, volume
+  calibration on label volumes, rendering (B-D);
 - ``phantom_body``: torso, fat, chest wall, lungs with vessels, liver, stomach, spine, aorta (E);
 - ``phantom_acquisition``: k-space blur, coil bias, Rician noise, int16/float32 storage (F);
 - ``phantom_geometry``: the oblique short-axis grid and affine, storage axis conventions (A);
@@ -38,7 +39,7 @@ import numpy as np
 from cmrssp.atomic import atomic_directory
 from cmrssp.data import phantom_acquisition as acquisition
 from cmrssp.data.phantom_body import add_lung_vessels, body_signal, draw_body
-from cmrssp.data.phantom_geometry import SaxGrid, apply_storage_convention, draw_grid
+from cmrssp.data.phantom_geometry import SaxGrid, allocate_stored, draw_grid
 from cmrssp.data.phantom_heart import RV_FLOW_TEXTURE, HeartScene, draw_heart, draw_texture, heart_motion, render_heart
 from cmrssp.data.phantom_layouts import preview_slices, write_metadata, write_preview, write_qa_table, write_subject
 from cmrssp.data.phantom_vendors import VendorProfile, draw_vendor_profiles
@@ -254,17 +255,14 @@ def generate_subject(seed: int, index: int, config: PhantomConfig, layout: str =
         ed = 0 if rng.random() < 0.9 else int(rng.integers(1, 3))
     es = (ed + motion.es) % frames
     file_frame = (np.arange(frames) + ed) % frames  # file index of phase t
-    image = np.empty((frames,) + static.shape, np.float32)
-    image[:] = static
-    labels = np.zeros(image.shape, np.uint8)
+    # The arrays are filled in the vendor's stored layout through (T, Z, X, Y) views of them.
+    (image, labels), views, affine = allocate_stored(static.shape[1:] + (len(static), frames), (np.float32, np.uint8),
+                                                     grid.affine, vendor)
+    image_tzxy, labels_tzxy = (view.transpose(3, 2, 0, 1) for view in views)
     for z, (rows, columns) in enumerate(boxes):
-        image[file_frame, z, rows, columns] = heart_signal[:, z]
-        labels[file_frame, z, rows, columns] = heart_labels[:, z]
-    noise = _acquire(rng, image, labels, file_frame, grid, body, vendor, static > values["lung"] * 0.5)
-
-    (image, labels), affine = apply_storage_convention(
-        [image.transpose(2, 3, 1, 0), labels.transpose(2, 3, 1, 0)], grid.affine, vendor
-    )
+        labels_tzxy[file_frame, z, rows, columns] = heart_labels[:, z]
+    noise = _acquire(rng, image_tzxy, labels_tzxy, file_frame, static, boxes, heart_signal, grid, body, vendor,
+                     static > values["lung"] * 0.5)
     subject_id = subject_code(seed, index, layout)
     qa = {
         "subject_id": subject_id,
@@ -310,11 +308,12 @@ def _surroundings(rng, body, values: dict[str, float], grid: SaxGrid, n_sub: int
     """Static signal of the surroundings (Z, X, Y), averaged over ``n_sub`` sub-slices, with lung vessels."""
     static = np.zeros((len(grid.depths),) + grid.matrix, np.float32)
     lung = np.zeros_like(static)
-    for k in range(n_sub):
-        signal, lung_cover = body_signal(body, values, *grid.world_points(grid.thickness * ((k + 0.5) / n_sub - 0.5)),
-                                         grid.pixel)
-        static += signal / n_sub
-        lung += lung_cover / n_sub
+    points = [grid.world_points(grid.thickness * ((k + 0.5) / n_sub - 0.5)) for k in range(n_sub)]
+    for z in range(len(grid.depths)):  # one slice at a time: its arrays stay in cache (same values)
+        for x, y, height in points:
+            signal, lung_cover = body_signal(body, values, x[z], y[z], height[z], grid.pixel)
+            static[z] += signal / n_sub
+            lung[z] += lung_cover / n_sub
     add_lung_vessels(rng, static, lung, body.vessels_per_lung, grid.pixel, values["vessel"])
     return static
 
@@ -351,10 +350,13 @@ def _render_heart_boxes(rng, heart, motion, texture, grid: SaxGrid, static, valu
         radius *= 1.4
 
 
-def _acquire(rng, image: np.ndarray, labels: np.ndarray, file_frame: np.ndarray, grid: SaxGrid, body,
-             vendor: VendorProfile, body_cover: np.ndarray) -> dict[str, float]:
-    """Recipe F degradation in place on (T, Z, X, Y): coil bias and slice gain, k-space blur with
-    band-limited Rician noise, storage.
+def _acquire(rng, image: np.ndarray, labels: np.ndarray, file_frame: np.ndarray, static: np.ndarray, boxes,
+             heart_signal: np.ndarray, grid: SaxGrid, body, vendor: VendorProfile,
+             body_cover: np.ndarray) -> dict[str, float]:
+    """Recipe F degradation into ``image`` (T, Z, X, Y, file order) of the noise-free scene - the
+    surroundings ``static`` (Z, X, Y) with the heart's ``boxes`` painted by ``heart_signal`` (T,
+    Z, H, W, phase order): coil bias and slice gain, k-space blur with band-limited Rician noise,
+    storage.
 
     The noise sd (per pixel, after the blur) is the mean ED LV blood signal over the subject's
     blood SNR. Returns the blood and myocardial SNR and the slice gain sd.
@@ -366,12 +368,22 @@ def _acquire(rng, image: np.ndarray, labels: np.ndarray, file_frame: np.ndarray,
     bias *= np.exp(rng.normal(0.0, gain_sd, size=bias.shape[0])).astype(np.float32)[:, None, None]
     ed = file_frame[0]
     blood_snr = float(np.clip(vendor.snr * rng.uniform(*SNR_JITTER), *SNR_LIMITS))
-    ed_signal = image[ed] * bias
+    biased = static * bias  # the surroundings times the coil sensitivity, the same in every frame
+
+    def phase_signal(phase: int) -> np.ndarray:
+        """The unblurred (Z, X, Y) image of a phase times the coil sensitivity."""
+        signal = biased.copy()
+        for z, (rows, columns) in enumerate(boxes):
+            signal[z, rows, columns] = heart_signal[phase, z] * bias[z, rows, columns]
+        return signal
+
+    ed_signal = phase_signal(0)
     blood = float(ed_signal[labels[ed] == 1].mean())
     sigma = blood / blood_snr
     myo_snr = float(ed_signal[labels[ed] == 2].mean()) / sigma
-    for t in file_frame:  # phase order, so the noise stream does not depend on the ED convention
-        image[t] = acquisition.add_bandlimited_rician_noise(rng, image[t] * bias, sigma, window)
+    for phase, t in enumerate(file_frame):  # phase order, so the noise stream does not depend on the ED convention
+        signal = ed_signal if phase == 0 else phase_signal(phase)
+        acquisition.add_bandlimited_rician_noise(rng, signal, sigma, window, out=image[t])
     target_max = float(np.clip(vendor.intensity_max * rng.uniform(0.8, 1.25), 300, 4000))
     acquisition.to_storage(image, vendor.storage, target_max, vendor.float_slope)
     if grid.zero_pad:  # a vendor whose reconstruction pads the matrix with exact zeros

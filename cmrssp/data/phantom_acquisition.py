@@ -44,12 +44,23 @@ def kspace_window(shape: tuple[int, int], pixel: float, acquisition_mm: float, w
 
 
 def blur(frames: np.ndarray, window: np.ndarray | None) -> np.ndarray:
-    """Apply a ``kspace_window`` to the last two axes of ``frames`` (float32, same shape)."""
+    """Apply a ``kspace_window`` to the last two axes of ``frames`` (float32, same shape).
+
+    One plane at a time (it stays in cache; each plane's transforms are the same arithmetic).
+    """
     if window is None:
         return frames
-    spectrum = scipy.fft.rfft2(frames, axes=(-2, -1))
+    out = np.empty(frames.shape, np.float32)
+    for index in np.ndindex(frames.shape[:-2]):
+        out[index] = _blur_plane(frames[index], window)
+    return out
+
+
+def _blur_plane(plane: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """``blur`` of one (X, Y) float32 plane."""
+    spectrum = scipy.fft.rfft2(plane)
     spectrum *= window
-    return scipy.fft.irfft2(spectrum, s=frames.shape[-2:], axes=(-2, -1)).astype(np.float32, copy=False)
+    return scipy.fft.irfft2(spectrum, s=plane.shape, overwrite_x=True).astype(np.float32, copy=False)
 
 
 def coil_sensitivity(
@@ -61,13 +72,21 @@ def coil_sensitivity(
     darker in the middle) plus a random field of a few long-wavelength (200-400 mm) cosines,
     which is what a Gaussian-smoothed random field with sigma 60-100 mm looks like (recipe F.4).
     """
-    depth = (y - torso_centre_y) / torso_ap
-    log_bias = rng.uniform(0.5, 1.0) * depth * depth + rng.uniform(-0.3, 0.3) * depth
+    quadratic, linear = rng.uniform(0.5, 1.0), rng.uniform(-0.3, 0.3)
+    waves = []
     for _ in range(4):
         direction = rng.normal(size=3)
         direction *= 2 * np.pi / rng.uniform(200, 400) / np.linalg.norm(direction)
         phase = rng.uniform(0, 2 * np.pi)
-        log_bias = log_bias + rng.uniform(0.3, 1.0) * np.cos(direction[0] * x + direction[1] * y + direction[2] * z + phase)
+        waves.append((direction, phase, rng.uniform(0.3, 1.0)))
+    log_bias = np.empty(x.shape)
+    for s in range(x.shape[0]):  # one slice at a time (in cache); float64 from the first wave on
+        depth = (y[s] - torso_centre_y) / torso_ap
+        slice_bias = quadratic * depth * depth + linear * depth
+        for direction, phase, amplitude in waves:
+            slice_bias = slice_bias + amplitude * np.cos(direction[0] * x[s] + direction[1] * y[s] + direction[2] * z[s]
+                                                         + phase)
+        log_bias[s] = slice_bias
     inside = log_bias[body > 0.5] if np.any(body > 0.5) else log_bias.ravel()
     span = max(float(inside.max() - inside.min()), 1e-6)
     log_bias = (log_bias - float(inside.mean())) * (np.log(ratio) / span)
@@ -90,26 +109,65 @@ def window_power(window: np.ndarray | None, shape: tuple[int, int]) -> float:
 
 
 def add_bandlimited_rician_noise(rng: np.random.Generator, signal: np.ndarray, sigma: float,
-                                 window: np.ndarray | None) -> np.ndarray:
+                                 window: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
     """Magnitude of blur(signal) plus complex noise band-limited by the same window, float32 (..., X, Y).
 
     ``signal`` is the unblurred object times the coil sensitivity. The complex noise is white in
     k-space where the window is non-zero, weighted by the window (so neighbouring pixels correlate
     as after zero-filling) and scaled so that each of its components has sd ``sigma`` per pixel.
+    Planes are drawn and transformed one at a time, in C order: the same random stream and the
+    same arithmetic as one draw and one batch of transforms for all of them, with each plane's
+    arrays in cache. ``out`` (any layout, signal's shape) receives the result.
     """
     if window is None:
-        return add_rician_noise(rng, signal, sigma)
+        noisy = add_rician_noise(rng, signal, sigma)
+        if out is None:
+            return noisy
+        out[...] = noisy
+        return out
     shape = signal.shape[-2:]
     full = _full_window(window, shape)
     support = np.flatnonzero(full > 0)
-    scale = np.float32(sigma / np.sqrt(window_power(window, shape)))
-    spectrum = np.zeros(signal.shape[:-2] + (shape[0] * shape[1],), np.complex64)
-    weights = full.ravel()[support] * scale
-    noise = rng.standard_normal(spectrum.shape[:-1] + (len(support), 2), dtype=np.float32)
-    spectrum[..., support] = (noise[..., 0] + 1j * noise[..., 1]) * weights
-    noise_image = scipy.fft.ifft2(spectrum.reshape(signal.shape), axes=(-2, -1), norm="ortho")
-    noise_image += blur(signal, window)
-    return np.abs(noise_image).astype(np.float32, copy=False)
+    weights = full.ravel()[support] * np.float32(sigma / np.sqrt(window_power(window, shape)))
+    rows, columns = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    # A separable window keeps a block of rows x columns: its spectrum is filled block by block.
+    blocks = _blocks(rows, columns) if len(support) == len(rows) * len(columns) else None
+    out = np.empty(signal.shape, np.float32) if out is None else out
+    for index in np.ndindex(signal.shape[:-2]):
+        noise = rng.standard_normal((len(support), 2), dtype=np.float32)
+        noise *= weights[:, None]
+        values = noise.view(np.complex64)[:, 0]  # (real, imaginary) pairs
+        spectrum = np.zeros(shape, np.complex64)
+        if blocks is None:
+            spectrum.reshape(-1)[support] = values
+        else:
+            values = values.reshape(len(rows), len(columns))
+            for (target_rows, target_columns), (source_rows, source_columns) in blocks:
+                spectrum[target_rows, target_columns] = values[source_rows, source_columns]
+        noise_image = scipy.fft.ifft2(spectrum, norm="ortho", overwrite_x=True)
+        noise_image += _blur_plane(signal[index], window)
+        out[index] = np.abs(noise_image)
+    return out
+
+
+def _blocks(rows: np.ndarray, columns: np.ndarray) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """Contiguous blocks of a rows x columns support: (spectrum slices, slices of the packed values)."""
+    def packed(runs):
+        starts = np.cumsum([0] + [run.stop - run.start for run in runs])
+        return [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+    row_runs, column_runs = _runs(rows), _runs(columns)
+    return [((rows, columns), (packed_rows, packed_columns))
+            for rows, packed_rows in zip(row_runs, packed(row_runs))
+            for columns, packed_columns in zip(column_runs, packed(column_runs))]
+
+
+def _runs(indices: np.ndarray) -> list[slice]:
+    """Sorted indices as a list of contiguous slices."""
+    if len(indices) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    return [slice(int(run[0]), int(run[-1]) + 1) for run in np.split(indices, breaks)]
 
 
 def _full_window(window: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cmrssp.data.phantom_coverage import edge_cover, paint
+
 # Relative bSSFP signal (blood = 1) of each tissue; drawn per subject in phantom.py (recipe F).
 TISSUES = ("blood", "myocardium", "fat", "muscle", "soft", "lung", "vessel", "liver", "stomach", "marrow", "cortex")
 
@@ -67,29 +69,52 @@ def draw_body(rng: np.random.Generator, male: bool) -> BodyParams:
 
 
 def _ellipse_depth(x, y, centre, axes) -> np.ndarray:
-    """First-order signed distance (mm) inside an axis-aligned ellipse (positive inside)."""
-    dx = (x - centre[0]) / axes[0]
-    dy = (y - centre[1]) / axes[1]
-    rho = np.sqrt(dx * dx + dy * dy)
-    gradient = np.sqrt((dx / axes[0]) ** 2 + (dy / axes[1]) ** 2) + 1e-9
-    return (1.0 - rho) * rho / gradient
+    """First-order signed distance (mm) inside an axis-aligned ellipse (positive inside).
+
+    ``(1 - rho) * rho / |grad rho|`` with ``rho`` the normalised radius; computed in place (the
+    same operations in the same order as the plain expression).
+    """
+    dx = x - centre[0]
+    dx /= axes[0]
+    dy = y - centre[1]
+    dy /= axes[1]
+    rho = dx * dx
+    rho += dy * dy
+    np.sqrt(rho, out=rho)
+    dx /= axes[0]
+    dx *= dx
+    dy /= axes[1]
+    dy *= dy
+    dx += dy
+    gradient = np.sqrt(dx, out=dx)
+    gradient += 1e-9
+    depth = 1.0 - rho
+    depth *= rho
+    depth /= gradient
+    return depth
 
 
-def _cover(depth: np.ndarray, inv_pixel: float) -> np.ndarray:
-    out = depth * inv_pixel
-    out += 0.5
-    return np.clip(out, 0.0, 1.0, out=out)
+def _squared_distance(x, y, centre) -> np.ndarray:
+    """``(x - cx)**2 + (y - cy)**2`` (mm^2), computed in place."""
+    dx = x - centre[0]
+    dx *= dx
+    dy = y - centre[1]
+    dy *= dy
+    dx += dy
+    return dx
 
 
-def _paint(value: np.ndarray, coverage: np.ndarray, tissue) -> None:
-    delta = tissue - value
-    delta *= coverage
-    value += delta
+def _distance(x, y, centre) -> np.ndarray:
+    """Distance (mm) of (x, y) from ``centre``."""
+    squared = _squared_distance(x, y, centre)
+    return np.sqrt(squared, out=squared)
 
 
 def _dome_height(x, y, top: float, peak: tuple[float, float], radius: float) -> np.ndarray:
     """z of a diaphragm dome (a paraboloid cap) over (x, y)."""
-    return top - ((x - peak[0]) ** 2 + (y - peak[1]) ** 2) / (2 * radius)
+    fall = _squared_distance(x, y, peak)
+    fall /= 2 * radius
+    return top - fall
 
 
 def body_signal(body: BodyParams, values: dict[str, float], x, y, z, pixel: float):
@@ -102,10 +127,10 @@ def body_signal(body: BodyParams, values: dict[str, float], x, y, z, pixel: floa
     lateral, ap = body.torso_axes
     torso = _ellipse_depth(x, y, body.torso_centre, body.torso_axes)
     value = np.zeros(x.shape, np.float32)
-    _paint(value, _cover(torso, inv), values["fat"])
-    _paint(value, _cover(torso - body.fat, inv), values["muscle"])
-    inner = _cover(torso - body.fat - body.muscle, inv)
-    _paint(value, inner, values["soft"])
+    paint(value, edge_cover(torso, inv), values["fat"])
+    paint(value, edge_cover(torso - body.fat, inv), values["muscle"])
+    inner = edge_cover(torso - body.fat - body.muscle, inv)
+    paint(value, inner, values["soft"])
 
     right_peak = (cx + 0.35 * lateral, cy)
     left_peak = (cx - 0.35 * lateral, cy)
@@ -114,23 +139,23 @@ def body_signal(body: BodyParams, values: dict[str, float], x, y, z, pixel: floa
     lung = np.zeros(x.shape, np.float32)
     for side, dome in ((1.0, right_dome), (-1.0, left_dome)):
         centre = (cx + side * 0.5 * lateral, cy - 0.05 * ap)
-        one = _cover(_ellipse_depth(x, y, centre, (0.42 * lateral, 0.8 * ap)), inv) * _cover(z - dome, inv)
+        one = edge_cover(_ellipse_depth(x, y, centre, (0.42 * lateral, 0.8 * ap)), inv) * edge_cover(z - dome, inv)
         np.maximum(lung, one, out=lung)
     lung *= inner
-    _paint(value, lung, values["lung"])
+    paint(value, lung, values["lung"])
 
     # Below the right dome: liver; below the left dome: the stomach, fluid-filled or air.
     liver_extent = _ellipse_depth(x, y, (cx + 0.3 * lateral, cy - 0.05 * ap), (0.7 * lateral, 0.85 * ap))
-    liver = _cover(right_dome - z, inv) * _cover(liver_extent, inv) * inner
-    _paint(value, liver, values["liver"])
-    stomach_depth = body.stomach_radius - np.sqrt((x - body.stomach_centre[0]) ** 2 + (y - body.stomach_centre[1]) ** 2)
-    _paint(value, _cover(stomach_depth, inv) * _cover(left_dome - z, inv) * inner, values["stomach"])
+    liver = edge_cover(right_dome - z, inv) * edge_cover(liver_extent, inv) * inner
+    paint(value, liver, values["liver"])
+    stomach_depth = body.stomach_radius - _distance(x, y, body.stomach_centre)
+    paint(value, edge_cover(stomach_depth, inv) * edge_cover(left_dome - z, inv) * inner, values["stomach"])
 
-    spine_distance = np.sqrt((x - body.spine_centre[0]) ** 2 + (y - body.spine_centre[1]) ** 2)
-    _paint(value, _cover(body.spine_radius - spine_distance, inv), values["cortex"])
-    _paint(value, _cover(body.spine_radius - 2.5 - spine_distance, inv), values["marrow"])
-    aorta_distance = np.sqrt((x - body.aorta_centre[0]) ** 2 + (y - body.aorta_centre[1]) ** 2)
-    _paint(value, _cover(body.aorta_radius - aorta_distance, inv), values["blood"] * 0.95)
+    spine_distance = _distance(x, y, body.spine_centre)
+    paint(value, edge_cover(body.spine_radius - spine_distance, inv), values["cortex"])
+    paint(value, edge_cover(body.spine_radius - 2.5 - spine_distance, inv), values["marrow"])
+    aorta_distance = _distance(x, y, body.aorta_centre)
+    paint(value, edge_cover(body.aorta_radius - aorta_distance, inv), values["blood"] * 0.95)
     return value, lung
 
 
@@ -155,5 +180,5 @@ def add_lung_vessels(
             offset_i, offset_j = rng.uniform(-0.5, 0.5, size=2)
             di = (np.arange(i0, i1) - i - offset_i)[:, None] * pixel
             dj = (np.arange(j0, j1) - j - offset_j)[None, :] * pixel
-            cover = _cover(radius - np.sqrt(di * di + dj * dj), inv) * lung[z, i0:i1, j0:j1]
-            _paint(signal[z, i0:i1, j0:j1], cover, value)
+            cover = edge_cover(radius - np.sqrt(di * di + dj * dj), inv) * lung[z, i0:i1, j0:j1]
+            paint(signal[z, i0:i1, j0:j1], cover, value)

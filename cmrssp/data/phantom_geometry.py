@@ -114,6 +114,13 @@ def apply_storage_convention(
     The stored k axis runs base->apex or apex->base as the vendor orders its slices; in-plane
     flips and a transpose are reflected in the affine's columns, so world positions never change.
     """
+    arrays, affine = _stored_views(arrays, affine, vendor)
+    # Fortran order is how NIfTI stores voxels: nibabel then writes without another copy.
+    return [np.asfortranarray(array) for array in arrays], affine
+
+
+def _stored_views(arrays: list[np.ndarray], affine: np.ndarray, vendor) -> tuple[list[np.ndarray], np.ndarray]:
+    """``apply_storage_convention`` as views (flips and a transpose), before the Fortran copy."""
     if not vendor.base_to_apex:
         arrays, affine = flip_axis(arrays, affine, 2)
     if vendor.transpose:
@@ -121,8 +128,31 @@ def apply_storage_convention(
     for axis, flip in enumerate(vendor.flips):
         if flip:
             arrays, affine = flip_axis(arrays, affine, axis)
-    # Fortran order is how NIfTI stores voxels: nibabel then writes without another copy.
-    return [np.asfortranarray(array) for array in arrays], affine
+    return arrays, affine
+
+
+def allocate_stored(native_shape: tuple[int, ...], dtypes, affine: np.ndarray, vendor):
+    """Zeroed arrays in the vendor's stored layout, as ``apply_storage_convention`` returns them.
+
+    Returns ``(stored, native, stored_affine)``: the Fortran-ordered stored arrays, a native
+    (x, y, z[, t]) view of each (filling it fills the stored array, so no copy is needed at the
+    end) and the stored affine.
+    """
+    proxy = np.broadcast_to(np.zeros((), np.uint8), native_shape)
+    (stored_proxy,), stored_affine = _stored_views([proxy], affine, vendor)
+    stored = [np.zeros(stored_proxy.shape, dtype, order="F") for dtype in dtypes]
+    native = []
+    for array in stored:  # undo the convention's views, last first (each is its own inverse)
+        view = array
+        for axis, flip in enumerate(vendor.flips):
+            if flip:
+                view = np.flip(view, axis=axis)
+        if vendor.transpose:
+            view = np.swapaxes(view, 0, 1)
+        if not vendor.base_to_apex:
+            view = np.flip(view, axis=2)
+        native.append(view)
+    return stored, native, stored_affine
 
 
 @dataclass(frozen=True)

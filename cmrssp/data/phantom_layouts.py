@@ -39,7 +39,7 @@ TO_ACDC_LABELS = np.array([0, 3, 2, 1], np.uint8)  # canonical 1 LV, 3 RV -> ACD
 
 def _write_image(path: Path, image: np.ndarray, affine: np.ndarray, storage: str) -> None:
     dtype = np.int16 if storage == "int16" else np.float32
-    write_nifti(path, image.astype(dtype), affine, dtype=dtype)
+    write_nifti(path, image.astype(dtype, copy=False), affine, dtype=dtype)
 
 
 def _write_labels(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
