@@ -61,7 +61,7 @@ def run_finetune(
 ) -> Path:
     """Train one supervised run; return its folder."""
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / default_run_name(config)
-    run = start_run("finetune", FinetuneConfig, config, run_dir, resume, data_dir, processes, log)
+    run = start_run("finetune", FinetuneConfig, config, run_dir, resume, data_dir, processes, log, progress)
     config, cache, device, log = run.config, run.cache, run.device, run.log
     split = resolve_split(config.data, cache)
     place = resident_device(cache, [split.train, split.valid], "segmentation", device)

@@ -22,7 +22,7 @@ PRESET_NAMES = ("paper", "cpu", "cpu-real", "tiny")
 # that starts from pretrained weights trains at half the from-scratch learning rate.
 STUDY_INIT_LR_FACTOR = 0.5
 # The cpu preset's update budget for every fine-tune (README "The main job").
-CPU_FINETUNE_UPDATES = 700
+CPU_FINETUNE_UPDATES = 800
 # Pretraining in proportion to fine-tuning (issue 14): the study pretrains each method on 100
 # epochs of 90,618 slices (9.06 M samples) and fine-tunes the full-data baseline 1,000 epochs of
 # about 6,800 labelled slices (6.8 M samples, protocol 4), so a method's pretraining sees 1.33x
@@ -131,7 +131,7 @@ def finetune_preset(name: str) -> FinetuneConfig:
         # twice the updates, and per update batch 8 learnt as fast as 16); validation and
         # evaluation see the whole grid.
         #
-        # Every fine-tune gets the same 700 updates, whatever its subset size and init (the
+        # Every fine-tune gets the same 800 updates, whatever its subset size and init (the
         # study's 1,000 epochs give 7,000 updates at 10 subjects and 210,000 at all; the former
         # epoch count left 3 subjects 240 updates), with the schedule stepped per update.
         # Momentum 0.9 with lr 0.1 keeps the study's effective step lr/(1 - momentum) = 1 but

@@ -47,7 +47,7 @@ def run_pretrain(
 ) -> Path:
     """Pretrain one method; return its run folder (default ``runs/pretrain-<method>``)."""
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / pretrain_run_name(config.method)
-    run = start_run("pretrain", PretrainConfig, config, run_dir, resume, data_dir, processes, log)
+    run = start_run("pretrain", PretrainConfig, config, run_dir, resume, data_dir, processes, log, progress)
     config, cache = run.config, run.cache
     split = study_split(config.data, cache)
     in_split = set(split.keys)

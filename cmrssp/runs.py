@@ -29,13 +29,13 @@ T = TypeVar("T")
 STRATIFY_FIELDS = ("pathology", "vendor")  # subject fields of the cache's metadata a split may be stratified over
 
 
-def resolve_cache(data, data_dir: Path, workers: int = 1) -> Path:
+def resolve_cache(data, data_dir: Path, workers: int = 1, progress: bool = True) -> Path:
     """The run's cache folder: the one given, or the built-in synthetic cohort (made once)."""
     if data.cache:
         return Path(data.cache)
     from cmrssp.data.synthetic import prepare_synthetic
 
-    return prepare_synthetic(data.synthetic, data.grid, data_dir=data_dir, workers=workers)
+    return prepare_synthetic(data.synthetic, data.grid, data_dir=data_dir, workers=workers, progress=progress)
 
 
 def study_split(data, cache: Cache) -> Split:
@@ -62,15 +62,15 @@ def study_split(data, cache: Cache) -> Split:
     return split
 
 
-def open_run_data(config: T, data_dir: Path, processes: Processes = SINGLE) -> tuple[T, Cache]:
+def open_run_data(config: T, data_dir: Path, processes: Processes = SINGLE, progress: bool = True) -> tuple[T, Cache]:
     """Open (preparing the synthetic cohort once if needed) the run's cache; return the config
     with the cache path filled in, and the cache. Checks the grid suits the network. With
     several processes, rank 0 prepares while the others wait."""
     if processes.enabled:
         if processes.is_main:
-            resolve_cache(config.data, data_dir)
+            resolve_cache(config.data, data_dir, progress=progress)
         barrier(processes)
-    cache_dir = resolve_cache(config.data, data_dir)
+    cache_dir = resolve_cache(config.data, data_dir, progress=progress)
     cache = open_cache(cache_dir)
     unet = config.unet
     for what, size in (("input size", cache.config.size), ("train.patch_size", training_input_size(config.train, cache.config.size))):
@@ -158,7 +158,7 @@ class StartedRun:
 
 
 def start_run(kind: str, cls: type[T], config: T, run_dir: Path, resume: bool, data_dir: Path,
-              processes: Processes = SINGLE, log: Callable[[Any], None] = print) -> StartedRun:
+              processes: Processes = SINGLE, log: Callable[[Any], None] = print, progress: bool = True) -> StartedRun:
     """The preamble of every training run: the saved configuration on ``resume`` (refusing
     changed flags), the cache (the synthetic cohort prepared once), device, precision and the
     torch seed that initialises the model."""
@@ -166,7 +166,7 @@ def start_run(kind: str, cls: type[T], config: T, run_dir: Path, resume: bool, d
     log = folder.logger(log) if processes.is_main else silent
     if resume:
         config = resume_config(cls, folder.path, config)
-    config, cache = open_run_data(config, data_dir, processes)
+    config, cache = open_run_data(config, data_dir, processes, progress)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.amp, device)
     torch.manual_seed(config.train.seed)

@@ -173,7 +173,7 @@ def run_study(
         log(describe_plan(runs, cache, evaluate))
         return None
 
-    cache_dir = resolve_cache(data, data_dir, workers=workers)
+    cache_dir = resolve_cache(data, data_dir, workers=workers, progress=progress)
     protocol.check_cache(open_cache(cache_dir))
     log(f"[study] protocol {protocol.name}, preset {preset}, data: {cache_dir} ({time.perf_counter() - started:.0f} s)")
     pin = lambda config: dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))

@@ -45,7 +45,9 @@ def test_study_runs_everything_then_restarts_without_redoing_work(study, capsys)
     assert "5 runs" in plan and "not prepared yet" in plan
 
     assert run.main(args) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "phantom:" not in captured.err and "prepare:" not in captured.err  # --no-progress: no bars at all
     runs = root / "runs"
     assert "results.md" in out
     names = ["pretrain-mim", "finetune-scratch-n2-s0", "finetune-mim-n2-s0", "finetune-scratch-nall-s0", "finetune-mim-nall-s0"]

@@ -24,7 +24,8 @@ def synthetic_cache_dir(cohort: SyntheticCohortConfig, config: PrepareConfig, da
     return Path(data_dir) / f"cache-{cohort.name}-{grid}"
 
 
-def ensure_synthetic_cohort(cohort: SyntheticCohortConfig, data_dir: str | Path, workers: int = 1) -> Path:
+def ensure_synthetic_cohort(cohort: SyntheticCohortConfig, data_dir: str | Path, workers: int = 1,
+                            progress: bool = True) -> Path:
     """Write the phantom cohort under ``data_dir`` unless it is already there (atomically)."""
     from cmrssp.data.phantom import write_cohort
 
@@ -32,7 +33,7 @@ def ensure_synthetic_cohort(cohort: SyntheticCohortConfig, data_dir: str | Path,
     if not raw.is_dir():
         with atomic_directory(raw) as temporary:
             write_cohort(temporary, cohort.subjects, seed=cohort.seed, layout=cohort.layout,
-                         preset=cohort.phantom_preset, workers=workers)
+                         preset=cohort.phantom_preset, workers=workers, progress=progress)
     return raw
 
 
@@ -42,12 +43,14 @@ def prepare_synthetic(
     data_dir: str | Path = "data",
     cache_dir: str | Path | None = None,
     workers: int = 1,
+    progress: bool = True,
 ) -> Path:
-    """Generate (once) and prepare (once) the synthetic cohort; return the cache folder."""
+    """Generate (once) and prepare (once) the synthetic cohort; return the cache folder
+    (``progress``: the preparation's progress bar)."""
     from cmrssp.data.prepare import prepare_cache
     from cmrssp.data.sources import discover
 
-    raw = ensure_synthetic_cohort(cohort, data_dir, workers=workers)
+    raw = ensure_synthetic_cohort(cohort, data_dir, workers=workers, progress=progress)
     cache = Path(cache_dir) if cache_dir is not None else synthetic_cache_dir(cohort, config, data_dir)
-    prepare_cache(discover(cohort.layout, raw), cache, config, workers=workers)
+    prepare_cache(discover(cohort.layout, raw), cache, config, workers=workers, progress=progress)
     return cache
