@@ -107,6 +107,13 @@ class FinetuneConfig:
         return self.optimizer.lr * (self.init_lr_factor if self.init else 1.0)
 
 
+def _on_the_cpu_grid(name: str, train: TrainConfig, **fields) -> FinetuneConfig:
+    """The cpu presets' common part: the 64² grid at 5 mm, 16–256 channels, SGD 0.1 / momentum 0.9."""
+    return FinetuneConfig(preset=name, data=DataConfig(grid=PREPARE_PRESETS["cpu"]),
+                          unet=UNetConfig(channels=(16, 32, 64, 128, 256)), augment=AugmentConfig(),
+                          optimizer=OptimizerConfig(lr=0.1, momentum=0.9), train=train, **fields)
+
+
 def finetune_preset(name: str) -> FinetuneConfig:
     """The named preset; see README "Presets" for what each one is for."""
     if name == "paper":
@@ -142,17 +149,9 @@ def finetune_preset(name: str) -> FinetuneConfig:
         # rescaled alone it left that plateau only after 650; the study's 7,000 and more
         # updates absorb the slower start, a few hundred cannot. Validation every 100 updates and a
         # checkpoint at most once a minute, so neither dominates a run whose epoch is a few updates.
-        return FinetuneConfig(
-            preset=name,
-            data=DataConfig(grid=PREPARE_PRESETS["cpu"]),
-            unet=UNetConfig(channels=(16, 32, 64, 128, 256)),
-            augment=AugmentConfig(),
-            optimizer=OptimizerConfig(lr=0.1, momentum=0.9),
-            train=TrainConfig(epochs=0, iterations=CPU_FINETUNE_UPDATES, batch_size=8, patch_size=48,
-                              val_batch_size=256, log_every=10, validate_steps=100, checkpoint_seconds=60),
-            init_norm="initial",
-            init_lr_factor=1.0,
-        )
+        return _on_the_cpu_grid(name, TrainConfig(
+            epochs=0, iterations=CPU_FINETUNE_UPDATES, batch_size=8, patch_size=48, val_batch_size=256,
+            log_every=10, validate_steps=100, checkpoint_seconds=60), init_norm="initial", init_lr_factor=1.0)
     if name == "cpu-real":
         # The cpu grid with 16 base channels, sized for real scans and the label-scarce study on a
         # 2-core CPU (README "ACDC, real scans": chosen by measurement among 64², 96² and 128² grids).
@@ -162,15 +161,9 @@ def finetune_preset(name: str) -> FinetuneConfig:
         # with 1,000 its validation loss is flat from update 500 on (Dice 0.539). The 70-patient
         # pool stops at 1,500 (about 18 epochs). Validation every 100 updates whatever the subset
         # size, and a checkpoint at most once a minute (an epoch of a tiny subset is one update).
-        return FinetuneConfig(
-            preset=name,
-            data=DataConfig(grid=PREPARE_PRESETS["cpu"]),
-            unet=UNetConfig(channels=(16, 32, 64, 128, 256)),
-            augment=AugmentConfig(),
-            optimizer=OptimizerConfig(lr=0.1, momentum=0.9),
-            train=TrainConfig(epochs=40, min_iterations=1000, max_iterations=1500, batch_size=16, val_batch_size=256,
-                              log_every=10, validate_every=5, validate_steps=100, checkpoint_seconds=60),
-        )
+        return _on_the_cpu_grid(name, TrainConfig(
+            epochs=40, min_iterations=1000, max_iterations=1500, batch_size=16, val_batch_size=256,
+            log_every=10, validate_every=5, validate_steps=100, checkpoint_seconds=60))
     if name == "tiny":
         return FinetuneConfig(
             preset=name,

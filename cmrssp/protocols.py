@@ -48,8 +48,8 @@ class StudyGrid:
         return self
 
 
-# The study's grid; the cpu preset's is what a 2-core CPU finishes on the synthetic cohort in about
-# a quarter of an hour (3 of its 15 training subjects and all, one seed); tiny is for tests.
+# The study's grid; the cpu preset's is what a slow 2-core CPU finishes on the synthetic cohort within
+# about 20 minutes (3 of its 15 training subjects and all, one seed); tiny is for tests.
 DEFAULT_GRIDS = {
     "paper": StudyGrid(),
     "cpu": StudyGrid(subsets=(3, 0), seeds=(0,)),
