@@ -17,13 +17,20 @@ CUDA by default) and falls back to eager with a warning when compiling fails. On
 configuration's end-to-end figure is also given as a fraction of the 3,000 slices/s target.
 --json appends one record per configuration (benchmarks/project_study.py reads them).
 
+--cpu-runs N times N copies at once, each in its own process on its share of the cores, and
+reports their sum: what ``run.py study`` gets from training N runs at once on the CPU
+(``--cpu-runs``; 2 by default there). --size sets the input side (default the preset's grid, the
+host yardstick of README "The main job"; the cpu preset trains on 48² patches).
+
     python benchmarks/bench_train.py                       # cpu preset and paper config, CPU
+    python benchmarks/bench_train.py --configs cpu --batch 8 --size 48 --cpu-runs 2 --steps 20
     python benchmarks/bench_train.py --configs paper --device cuda --amp bf16 --compile --json out.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -91,8 +98,9 @@ def checkpoint_seconds(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def measure(name, unet, optimizer_config: OptimizerConfig, size, canvas, batch, device, precision, channels_last, fused,
-            steps, warmup, compile_model, checkpoint_dir) -> dict:
-    """Time one configuration; print its line and return its record."""
+            steps, warmup, compile_model, checkpoint_dir, barrier=None) -> dict:
+    """Time one configuration; print its line and return its record. With a ``barrier`` (copies
+    measured side by side) each timed loop starts when every copy is ready."""
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -150,6 +158,8 @@ def measure(name, unet, optimizer_config: OptimizerConfig, size, canvas, batch, 
         for _ in range(warmup):
             run()
         synchronize(device)
+        if barrier is not None:
+            barrier.wait()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
@@ -186,6 +196,33 @@ def measure(name, unet, optimizer_config: OptimizerConfig, size, canvas, batch, 
     return record
 
 
+def measure_copy(barrier, threads, queue, *arguments) -> None:
+    """One of the --cpu-runs copies, in its own process with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    queue.put(measure(*arguments, barrier=barrier))
+
+
+def measure_side_by_side(copies: int, *arguments) -> dict:
+    """``copies`` measurements at once (spawned processes sharing the cores); their summed record."""
+    from cmrssp.scheduler import available_cores
+
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(copies), context.Queue()
+    threads = max(1, available_cores() // copies)
+    processes = [context.Process(target=measure_copy, args=(barrier, threads, queue, *arguments)) for _ in range(copies)]
+    for process in processes:
+        process.start()
+    records = [queue.get() for _ in processes]
+    for process in processes:
+        process.join()
+    record = dict(records[0], cpu_runs=copies, threads_per_run=threads)
+    for key in ("step_slices_per_s", "end_to_end_slices_per_s", "tflops_step", "tflops_end_to_end"):
+        record[key] = sum(r[key] for r in records)
+    print(f"       {copies} at once, {threads} thread(s) each: step {rate(record['step_slices_per_s'])} slices/s, "
+          f"end-to-end {rate(record['end_to_end_slices_per_s'])} slices/s together", flush=True)
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["cpu", "paper"], choices=["tiny", "cpu", "paper"])
@@ -197,24 +234,30 @@ def main() -> None:
                         help="fused SGD (default: on CUDA, as the loop)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (the loop does on CUDA)")
     parser.add_argument("--batch", type=int, help="default: the preset's (paper 32, cpu 16)")
+    parser.add_argument("--size", type=int, help="input side (default: the preset's grid)")
+    parser.add_argument("--cpu-runs", type=int, default=1, help="time this many copies at once, each on its share of "
+                        "the cores, and report their sum (CPU only)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for the precision (H200 bf16: ~790)")
     parser.add_argument("--checkpoint-dir", help="also time the per-epoch checkpoint, written into a temporary folder here")
     parser.add_argument("--json", metavar="PATH", help="append one JSON record per configuration")
     args = parser.parse_args()
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be at least 1 and --warmup at least 0")
+    if args.steps < 1 or args.warmup < 0 or args.cpu_runs < 1:
+        parser.error("--steps and --cpu-runs must be at least 1 and --warmup at least 0")
     device = torch.device(args.device)
+    if args.cpu_runs > 1 and device.type != "cpu":
+        parser.error("--cpu-runs measures copies side by side on the CPU; use --device cpu")
     precision = resolve_precision(args.amp, device)
     fused = device.type == "cuda" if args.fused is None else args.fused
     print(f"device {device} ({device_name(device)}), torch {torch.__version__}")
     for name in args.configs:
         preset = finetune_preset(name)
-        size, canvas = preset.data.grid.size, preset.data.grid.canvas_size
+        size, canvas = args.size or preset.data.grid.size, preset.data.grid.canvas_size
         batch = args.batch or preset.train.batch_size
-        record = measure(name, preset.unet, preset.optimizer, size, canvas, batch, device, precision,
-                         args.channels_last, fused, args.steps, args.warmup, args.compile, args.checkpoint_dir)
+        arguments = (name, preset.unet, preset.optimizer, size, canvas, batch, device, precision,
+                     args.channels_last, fused, args.steps, args.warmup, args.compile, args.checkpoint_dir)
+        record = measure_side_by_side(args.cpu_runs, *arguments) if args.cpu_runs > 1 else measure(*arguments)
         if args.peak_tflops:
             record["peak_tflops"] = args.peak_tflops
             print(f"       {record['tflops_step'] / args.peak_tflops:.1%} of the {args.peak_tflops:g} TFLOP/s peak "

@@ -372,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--gpus", type=comma_list(int),
                        help="train independent runs at once, one per GPU, e.g. --gpus 0,1,2,3 (pretraining first, "
                        "fine-tuning from a method once its pretraining is done)")
+    study.add_argument("--cpu-runs", type=positive_int,
+                       help="train this many independent runs at once on the CPU, sharing its cores (default: 2 when "
+                       "training on a CPU with 2 or more cores, which trains 1.4x faster on 2 cores than one run at a "
+                       "time; 1 trains them one after another)")
     Options.runs_dir(study, "where run folders and results go (default ./runs)")
     Options.data_dir(study)
     Options.workers(study)
@@ -546,11 +550,31 @@ def run_study(args: argparse.Namespace) -> None:
     preset = default_preset(args, cpu=protocol.preferred_cpu_preset)
     grid = replace(protocol.grid_for(preset), methods=args.methods, subsets=args.n_subjects, seeds=args.subset_seed)
     check_set_sections(args.set)
+    cpu_runs = study_cpu_runs(args)
     devices = gpu_devices(args.gpus) if args.gpus else ()
     study(preset, grid, runs_dir=args.runs_dir, data_dir=args.data_dir,
           adjust=lambda config: configure(config, args, only_sections_present=True),
           evaluate=EvaluateOptions(device=args.device or (devices[0] if devices else "auto")), dry_run=args.dry_run,
-          workers=args.workers, progress=not args.no_progress, devices=devices, protocol=protocol)
+          workers=args.workers, progress=not args.no_progress, devices=devices, protocol=protocol,
+          cpu_runs=cpu_runs)
+
+
+def study_cpu_runs(args: argparse.Namespace) -> int:
+    """How many runs the study trains at once on the CPU: ``--cpu-runs``, refused where the runs
+    train on GPUs; else 2 when they train on a CPU with 2 or more cores (``default_cpu_runs``)."""
+    from cmrssp.scheduler import default_cpu_runs
+
+    on_gpus = bool(args.gpus) or (args.device or "cpu") != "cpu"
+    if args.cpu_runs is not None:
+        if on_gpus:
+            raise InputError(None, f"--cpu-runs {args.cpu_runs} trains on the CPU; it cannot go with "
+                                   f"{'--gpus' if args.gpus else '--device ' + args.device}")
+        return args.cpu_runs
+    if on_gpus:
+        return 1
+    import torch
+
+    return default_cpu_runs() if args.device == "cpu" or not torch.cuda.is_available() else 1
 
 
 def gpu_devices(indices: tuple[int, ...]) -> tuple[str, ...]:

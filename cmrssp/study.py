@@ -108,8 +108,9 @@ FINETUNE_CPU_SECONDS_PER_SAMPLE = 1 / 55
 CPU_COST_INPUT_SIZE = 64  # the input side those figures were measured at
 
 
-def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: EvaluateOptions) -> str:
-    """The --dry-run table: each run, its state, its length and an estimate of its cost."""
+def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: EvaluateOptions, cpu_runs: int = 1) -> str:
+    """The --dry-run table: each run, its state, its length and an estimate of its cost (one run at
+    a time; with ``cpu_runs`` at once the header says so)."""
     lines = []
     total_steps = total_samples = 0
     seconds = 0.0
@@ -136,7 +137,10 @@ def describe_plan(runs: Sequence[PlannedRun], cache: Cache | None, evaluate: Eva
     header = f"{len(runs)} runs ({todo} to train) + evaluation of {sum(r.kind == 'finetune' for r in runs)} fine-tuned runs"
     if cache is not None:
         header += (f"; to train: {total_steps} optimizer steps, {total_samples} samples, "
-                   f"about {seconds / 60:.0f} min on a 2-core CPU (the cpu preset's figures; a GPU is far faster)")
+                   f"about {seconds / 60:.0f} min on a 2-core CPU one run at a time (the cpu preset's figures; a GPU "
+                   f"is far faster)")
+        if cpu_runs > 1:
+            header += f"; {cpu_runs} runs at once on the CPU take less (2 on 2 cores: about 1/1.4 of that)"
     else:
         header += "; the data is not prepared yet, so run lengths are not known"
     return "\n".join([header, *lines])
@@ -155,10 +159,12 @@ def run_study(
     log: Callable[[str], None] = print,
     devices: Sequence[str] = (),
     protocol: Protocol = PROTOCOLS["default"],
+    cpu_runs: int = 1,
 ) -> dict[str, Path] | None:
     """Run (or with ``dry_run`` describe) the study; return the result files written. With
-    several ``devices`` ("cuda:0", "cuda:1", ...), independent runs train at once, one per device
-    (:mod:`cmrssp.scheduler`)."""
+    several ``devices`` ("cuda:0", "cuda:1", ...), independent runs train at once, one per device;
+    with ``cpu_runs`` > 1 (and no ``devices``), that many train at once on the CPU, sharing its
+    cores (:mod:`cmrssp.scheduler`)."""
     started = time.perf_counter()
     runs_dir = Path(runs_dir)
     runs = plan_study(preset, grid, runs_dir, adjust, protocol)
@@ -170,7 +176,7 @@ def run_study(
 
             cache_dir = synthetic_cache_dir(data.synthetic, data.grid, data_dir)
         cache = open_cache(cache_dir) if (cache_dir / "manifest.json").is_file() else None
-        log(describe_plan(runs, cache, evaluate))
+        log(describe_plan(runs, cache, evaluate, cpu_runs))
         return None
 
     cache_dir = resolve_cache(data, data_dir, workers=workers, progress=progress)
@@ -180,17 +186,22 @@ def run_study(
     runs = [dataclasses.replace(run, config=pin(run.config)) for run in runs]
     for run in runs:
         check_reusable(run)
-    if len(devices) > 1:
-        from cmrssp.scheduler import train_in_parallel
+    if devices or cpu_runs > 1:
+        from cmrssp.scheduler import available_cores, train_in_parallel
 
-        train_in_parallel(runs, devices, runs_dir, data_dir, log=log)
-    for number, run in enumerate(runs, 1):
-        prefix = f"[study] {number}/{len(runs)} {run.folder.name}"
-        if run.complete:
-            log(f"{prefix}: done already")
-            continue
-        log(f"{prefix}: {'resuming' if run.started else 'training'} ({time.perf_counter() - started:.0f} s)")
-        run.train(runs_dir, data_dir, progress=progress, log=log)
+        threads = None
+        if not devices:
+            devices, threads = ("cpu",) * cpu_runs, max(1, available_cores() // cpu_runs)
+            log(f"[study] training {cpu_runs} runs at once on the CPU, {threads} thread(s) each")
+        train_in_parallel(runs, devices, runs_dir, data_dir, log=log, threads=threads)
+    else:
+        for number, run in enumerate(runs, 1):
+            prefix = f"[study] {number}/{len(runs)} {run.folder.name}"
+            if run.complete:
+                log(f"{prefix}: done already")
+                continue
+            log(f"{prefix}: {'resuming' if run.started else 'training'} ({time.perf_counter() - started:.0f} s)")
+            run.train(runs_dir, data_dir, progress=progress, log=log)
 
     evaluations = []
     for run in runs:

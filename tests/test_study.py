@@ -90,8 +90,9 @@ def test_study_refuses_a_run_folder_made_with_another_configuration(study, capsy
     assert "different configuration" in capsys.readouterr().err
 
 
-def test_runs_train_side_by_side_on_several_devices(tmp_path):
-    # two "devices" (both the CPU here, GPUs in use): pretraining first, its fine-tuning after it
+def test_runs_train_side_by_side_two_at_once_on_the_cpu(tmp_path):
+    # two slots on the CPU (as --cpu-runs 2; --gpus gives one per GPU): pretraining first, its
+    # fine-tuning after it
     from cmrssp.scheduler import dependencies
     from cmrssp.study import run_study
 
@@ -102,14 +103,42 @@ def test_runs_train_side_by_side_on_several_devices(tmp_path):
     assert [r.folder.name for r in dependencies(mim, runs)] == ["pretrain-mim"] and dependencies(scratch, runs) == []
     messages = []
     written = run_study("tiny", grid, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", progress=False,
-                        log=messages.append, devices=("cpu", "cpu"))
+                        log=messages.append, cpu_runs=2)
     assert written["markdown"].is_file()
-    started = [m for m in messages if m.endswith("on cpu") and "training" in m]
+    assert any(m.startswith("[study] training 2 runs at once on the CPU") for m in messages)
+    started = [m for m in messages if m.endswith(("on cpu/0", "on cpu/1")) and "training" in m]
     assert len(started) == 3
     mim_started = next(i for i, m in enumerate(messages) if m.startswith("[study] finetune-mim-n2-s0: training"))
     pretrain_done = next(i for i, m in enumerate(messages) if m.startswith("[study] pretrain-mim: done"))
     assert mim_started > pretrain_done
     assert all((r.folder / "complete.json").is_file() for r in runs)
+
+
+def test_a_cpu_slot_trains_its_run_with_its_share_of_threads(tmp_path):
+    import torch
+
+    from cmrssp.scheduler import default_cpu_runs, train_one
+
+    class Run:
+        folder = tmp_path / "finetune-x"
+
+        def train(self, runs_dir, data_dir, progress, log, device):
+            self.seen = (torch.get_num_threads(), device)
+            log("trained")
+
+    before = torch.get_num_threads()
+    run = Run()
+    try:
+        assert train_one(run, "cpu", tmp_path, tmp_path, label="cpu/1", threads=1) == "finetune-x"
+        assert run.seen == (1, "cpu")
+    finally:
+        torch.set_num_threads(before)
+    assert default_cpu_runs(1) == 1 and default_cpu_runs(2) == 2 and default_cpu_runs(16) == 2
+
+
+def test_cpu_runs_is_refused_with_gpus(capsys):
+    assert run.main(["study", "--cpu-runs", "2", "--device", "cuda", "--dry-run"]) == 2
+    assert "--cpu-runs 2 trains on the CPU" in capsys.readouterr().err
 
 
 def test_a_run_folder_is_reused_whatever_device_trained_it(tmp_path):
