@@ -18,6 +18,7 @@ training pool is one run per initialisation (the study has one split file for it
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -193,7 +194,8 @@ def run_study(
         if not devices:
             devices, threads = ("cpu",) * cpu_runs, max(1, available_cores() // cpu_runs)
             log(f"[study] training {cpu_runs} runs at once on the CPU, {threads} thread(s) each")
-        train_in_parallel(runs, devices, runs_dir, data_dir, log=log, threads=threads)
+        train_in_parallel(runs, devices, runs_dir, data_dir, log=log, threads=threads,
+                          train=functools.partial(train_then_evaluate, evaluate))
     else:
         for number, run in enumerate(runs, 1):
             prefix = f"[study] {number}/{len(runs)} {run.folder.name}"
@@ -219,6 +221,19 @@ def run_study(
     log(f"[study] finished in {time.perf_counter() - started:.0f} s; results: "
         + ", ".join(str(path) for path in written.values()))
     return written
+
+
+def train_then_evaluate(evaluate: EvaluateOptions, run: PlannedRun, device: str, runs_dir: Path, data_dir: Path,
+                        label: str = "", threads: int | None = None) -> str:
+    """One slot's work in a study trained side by side: train the run, then evaluate it there
+    if it is a fine-tune, on the slot's device, so evaluations overlap other runs' training."""
+    from cmrssp.scheduler import train_one
+
+    name = train_one(run, device, runs_dir, data_dir, label, threads)
+    if run.kind == "finetune" and not evaluation_folder(run.folder, evaluate).is_dir():
+        evaluate_run(run.folder, dataclasses.replace(evaluate, device=device),
+                     log=lambda message: print(f"[{label or device}] {message}", flush=True))
+    return name
 
 
 def check_set_sections(assignments: Sequence[str]) -> None:
