@@ -147,8 +147,9 @@ def finetune_preset(name: str) -> FinetuneConfig:
         # stepped per update. Measured against twins of twice the length (lr 0.2): on 3 subjects
         # 800 updates end where 1,600 do (scratch: validation loss 0.316 against 0.317); on all 15
         # more still helps (test Dice 0.740 at 800, 0.751 at 1,200, 0.772 at 1,600), but a cap of
-        # 1,600 (with pretraining in proportion) took the main job 19.9 to 22.3 minutes scaled to
-        # the slow host of the 20-minute target (README "The main job").
+        # 1,600 (with pretraining in proportion) took the main job 17.6 to 22.3 minutes scaled to
+        # the slow host of the 20-minute target, by the benchmark after and before the run
+        # (README "The main job"); 1,400 took 19.4.
         # SGD lr 0.2, momentum 0.9: chosen by validation loss among 0.05, 0.1, 0.2 and 0.4 (from
         # scratch, 800 updates, 3 subjects and all 15). A pretrained init trains at the full rate with each transferred
         # convolution rescaled to its initial norm (the study: half the rate, weights as
