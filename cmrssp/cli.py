@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from cmrssp.errors import InputError
 from cmrssp.methods import REGISTRY as METHOD_REGISTRY
+from cmrssp.scheduler import available_cores
 
 # the names only, so that --help needs no torch import (tests check they match the package's)
 PRESET_NAMES = ("paper", "cpu", "cpu-real", "tiny")
@@ -42,7 +42,7 @@ PHANTOM_SCALES = ("default", "tiny")  # cmrssp.data.phantom.PHANTOM_PRESETS
 METHOD_NAMES = tuple(entry.name for entry in METHOD_REGISTRY)
 
 DATASET_CHOICES = ("mnms", "mnms2", "acdc", "nnunet", "folder")
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+DEFAULT_WORKERS = min(4, available_cores())
 
 
 def positive_int(text: str) -> int:

@@ -151,9 +151,9 @@ def finetune_preset(name: str) -> FinetuneConfig:
         # the slow host of the 20-minute target, by the benchmark after and before the run
         # (README "The main job"); 1,400 took 19.4.
         # SGD lr 0.2, momentum 0.9: chosen by validation loss among 0.05, 0.1, 0.2 and 0.4 (from
-        # scratch, 800 updates, 3 subjects and all 15). A pretrained init trains at the full rate with each transferred
-        # convolution rescaled to its initial norm (the study: half the rate, weights as
-        # transferred): measured on 3 subjects, a MIM init at the study's rule still predicted
+        # scratch, 800 updates, 3 subjects and all 15). A pretrained init trains at the full rate
+        # with each transferred convolution rescaled to its initial norm (the study: half the
+        # rate, weights as transferred): measured on 3 subjects, a MIM init at the study's rule still predicted
         # only background after 800 updates (test Dice 0.000), with the norm rescaled alone it
         # left that plateau only after 650; the study's 7,000 and more updates absorb the slower
         # start, a few hundred cannot. Validation every 100 updates and a checkpoint at most
