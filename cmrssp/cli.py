@@ -109,6 +109,10 @@ class Options:
             "paper on CUDA, cpu otherwise")
 
     @staticmethod
+    def protocol(parser, help):
+        parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default="default", help=help)
+
+    @staticmethod
     def device(parser):
         parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
 
@@ -355,12 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny = 2 and all x seed 0.")
     Options.preset(study, help="scale of every run (see `finetune --help`); default paper on CUDA, otherwise cpu "
                    "(cpu-real for the acdc protocol)")
-    study.add_argument("--protocol", choices=PROTOCOL_NAMES, default="default",
-                       help="which subjects are test / validation / training pool and the subset grid: default (a split "
-                       "drawn from the cache; the preset's grid), paper (the study's published split and subset files, "
-                       "M&Ms + M&Ms-2), acdc (the 100 ACDC training patients: 20 test, 10 validation stratified by "
-                       "Group, subsets 1, 2, 4, 8, 16, all x seeds 0, 1, 2; without --data, a synthetic cohort in the "
-                       "ACDC layout)")
+    Options.protocol(study, "which subjects are test / validation / training pool and the subset grid: default (a "
+                     "split drawn from the cache; the preset's grid), paper (the study's published split and subset "
+                     "files, M&Ms + M&Ms-2), acdc (the 100 ACDC training patients: 20 test, 10 validation stratified "
+                     "by Group, subsets 1, 2, 4, 8, 16, all x seeds 0, 1, 2; without --data, a synthetic cohort in the "
+                     "ACDC layout)")
     Options.data(study)
     Options.split(study)
     study.add_argument("--methods", type=comma_list(str), help=f"pretraining methods, comma-separated (default "
@@ -400,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     Options.n_subjects(probe, default=2)
     Options.subset_seed(probe, several=True, default=(0,))
     probe.add_argument("--steps", type=positive_int, default=400, help="Adam steps of the linear classifier (default 400)")
-    Options.preset(probe, default="cpu", help="network and grid (default cpu)")
+    Options.preset(probe, help="network and grid (default cpu; cpu-real for the acdc protocol)")
+    Options.protocol(probe, "the split the subsets are drawn from, as `study --protocol` (default: a split drawn from "
+                     "the cache; acdc: the ACDC study's 20 test and 10 validation patients, stratified by Group)")
     Options.data(probe)
     Options.runs_dir(probe, "where pretraining runs are and probe results go (default ./runs)")
     Options.data_dir(probe)
@@ -591,10 +596,14 @@ def gpu_devices(indices: tuple[int, ...]) -> tuple[str, ...]:
 def run_probe(args: argparse.Namespace) -> None:
     from cmrssp.atomic import write_json
     from cmrssp.presets import finetune_preset
+    from cmrssp.presets import replace
     from cmrssp.probe import ProbeConfig, run_probe as probe, summarize_probes
+    from cmrssp.protocols import get_protocol
     from cmrssp.table import format_table
 
-    config = finetune_preset(args.preset)
+    protocol = get_protocol(args.protocol)
+    config = finetune_preset(args.preset or protocol.preferred_cpu_preset)
+    config = replace(config, data=protocol.apply(config.data))
     inits = ["" if init == "random" else init for init in args.inits.split(",") if init]
     if not inits or not args.subset_seed:
         raise InputError(None, "probe needs at least one init (--inits) and one subset seed (--subset-seed)")
@@ -602,7 +611,7 @@ def run_probe(args: argparse.Namespace) -> None:
     for seed in args.subset_seed:
         rows += probe(configure(config, args, n_subjects=args.n_subjects, subset_seed=seed), inits,
                       ProbeConfig(steps=args.steps), runs_dir=args.runs_dir, data_dir=args.data_dir,
-                      features=args.features)
+                      features=args.features, protocol=protocol)
     print(format_table(rows))
     summary = summarize_probes(rows)
     if len(args.subset_seed) > 1:

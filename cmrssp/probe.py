@@ -133,15 +133,19 @@ def train_linear_probe(
 
 def run_probe(
     config: FinetuneConfig, inits: list[str], probe: ProbeConfig = ProbeConfig(), runs_dir: Path = Path("runs"),
-    data_dir: Path = Path("data"), features: tuple[str, ...] = FEATURES, log=print,
+    data_dir: Path = Path("data"), features: tuple[str, ...] = FEATURES, log=print, protocol=None,
 ) -> list[dict]:
     """Probe each init ("" = a random network) with each feature set on the config's training
-    subset; write ``runs/probe-n<N>-s<seed>.json`` and return one row per (init, features)."""
+    subset; write ``runs/probe-n<N>-s<seed>.json`` and return one row per (init, features).
+    ``protocol`` (a :class:`cmrssp.protocols.Protocol` whose split rule ``config`` already has)
+    checks that the cache holds its dataset."""
     unknown = [name for name in features if name not in FEATURE_FUNCTIONS]
     if unknown or not features:
         raise InputError(None, f"probe features must be among {', '.join(FEATURES)}, got {list(features)}")
     started = time.perf_counter()
     config, cache = open_run_data(config, data_dir)
+    if protocol is not None:
+        protocol.check_cache(cache)
     split = resolve_split(config.data, cache)
     size = cache.config.size
     channels = sum(config.unet.channels)

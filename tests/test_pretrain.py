@@ -127,3 +127,19 @@ def test_patch_size_sets_the_pretraining_input_size(tmp_path, data_dir, monkeypa
     assert run.main(pretrain_args("mim", out, data_dir, "--set", "train.patch_size=16")) == 0
     assert json.loads((out / "config.json").read_text())["train"]["patch_size"] == 16
     assert seen == {(16, 16)}  # the whole U-Net, training and validation, on 16-px patches of the 32-px grid
+
+
+def test_the_log_says_which_subjects_lack_a_cine():
+    # ACDC as distributed: 99 of 100 patients come without their 4D cine, so pretraining sees
+    # only their ED/ES frames; the run's log must not claim "all frames" for them.
+    from types import SimpleNamespace
+
+    from cmrssp.pretrain import describe_frames
+
+    metas = {"cine": SimpleNamespace(labelled=True, n_frames=25, label_frames=[0, 10]),
+             "unlabelled": SimpleNamespace(labelled=False, n_frames=30, label_frames=[]),
+             "ed-es-only": SimpleNamespace(labelled=True, n_frames=2, label_frames=[0, 1])}
+    cache = SimpleNamespace(meta=metas.__getitem__)
+    assert describe_frames(cache, ["cine", "unlabelled"]) == "all frames"
+    assert describe_frames(cache, ["cine", "ed-es-only", "unlabelled"]) == (
+        "all frames; 1 of 3 subjects have no cine, only their labelled frames")

@@ -191,6 +191,13 @@ def test_acdc_protocol_study_runs_on_a_synthetic_acdc_cohort(tmp_path, capsys):
     assert len((runs / "results.csv").read_text().splitlines()) == 1 + 4  # (scratch, mim) x (1, all)
     assert "finetune-mim-n1-s0" in (runs / "convergence.txt").read_text()
 
+    # The probe draws its subset from the same protocol split as the study's fine-tunes.
+    probe = ["probe", "--protocol", "acdc", "--preset", "tiny", "--inits", "random,mim", "--n-subjects", "1",
+             "--steps", "5", "--runs-dir", str(runs), "--data-dir", str(tmp_path / "data")]
+    assert run.main(probe) == 0
+    record = json.loads((runs / "probe-n1-s0.json").read_text())
+    assert record["train"] == split["train"] and record["valid"] == split["valid"]
+
 
 def test_a_protocol_refuses_a_cache_of_another_dataset(tmp_path):
     from cmrssp.data.cache import open_cache
