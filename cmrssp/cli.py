@@ -595,8 +595,7 @@ def gpu_devices(indices: tuple[int, ...]) -> tuple[str, ...]:
 
 def run_probe(args: argparse.Namespace) -> None:
     from cmrssp.atomic import write_json
-    from cmrssp.presets import finetune_preset
-    from cmrssp.presets import replace
+    from cmrssp.presets import finetune_preset, replace
     from cmrssp.probe import ProbeConfig, run_probe as probe, summarize_probes
     from cmrssp.protocols import get_protocol
     from cmrssp.table import format_table
