@@ -61,3 +61,14 @@ def test_paper_preset_precision_is_upstreams():
 
     fp16 = resolve_precision("fp16", torch.device("cuda"))  # resolved without touching a GPU
     assert fp16.dtype == torch.float16 and fp16.use_scaler
+
+
+def test_cpu_real_pretrains_pcl_at_the_studys_batch():
+    """PCL collapsed at the shared batch of 32 on ACDC (README "ACDC, real scans"): cpu-real keeps
+    the study's 64 for it alone; the cpu preset and the other methods keep 32."""
+    from cmrssp.presets import pretrain_preset
+
+    assert pretrain_preset("cpu-real", "pcl").train.batch_size == pretrain_preset("paper", "pcl").train.batch_size == 64
+    assert {m: pretrain_preset("cpu-real", m).train.batch_size for m in ("simclr", "dino", "mim")} == dict.fromkeys(
+        ("simclr", "dino", "mim"), 32)
+    assert pretrain_preset("cpu", "pcl").train.batch_size == 32

@@ -26,6 +26,13 @@ def test_plan_covers_the_grid_in_order():
     assert mim.config.optimizer.lr == scratch.config.optimizer.lr  # the from-scratch rate; the factor halves it
     assert mim.config.learning_rate == pytest.approx(scratch.config.learning_rate / 2)  # the study's 0.005
     assert finetune[-1].config.data.n_subjects == 0
+    assert (mim.config.init_norm, mim.config.init_lr_factor) == ("pretrained", 0.5)
+    # the cpu presets' pretrained inits: full rate, norms rescaled (README "The main job", "ACDC, real scans")
+    for preset in ("cpu", "cpu-real"):
+        small = [r for r in plan_study(preset, PROTOCOLS["default"].grid_for(preset), Path("runs")) if r.kind == "finetune"]
+        pretrained = next(r for r in small if r.config.init == "mim")
+        scratch = next(r for r in small if r.config.init == "")
+        assert (pretrained.config.init_norm, pretrained.config.learning_rate) == ("initial", scratch.config.learning_rate)
     with pytest.raises(Exception, match="unknown method"):
         plan_study("tiny", StudyGrid(methods=("byol",)), Path("runs"))
 
