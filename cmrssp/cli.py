@@ -13,6 +13,8 @@
     cmrssp predict  --run RUN --input SCAN --out DIR
                                         segment new scans: labels, volume curves, EF, mass
     cmrssp study                        all of it: prepare, pretrain, fine-tune, evaluate, results
+    cmrssp results  --runs-dir A [--runs-dir B]... --out DIR
+                                        one results table from several runs folders (a study split up)
     cmrssp probe                        linear probe of random vs pretrained encoder features
 
 ``cmrssp X`` (the console script) and ``python run.py X`` are the same. Each subcommand's --help
@@ -82,8 +84,9 @@ class Options:
                             help="where the synthetic cohort and its cache go (default ./data)")
 
     @staticmethod
-    def runs_dir(parser, help="where run folders are (default ./runs)"):
-        parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help=help)
+    def runs_dir(parser, help="where run folders are (default ./runs)", several=False):
+        parser.add_argument("--runs-dir", type=Path, help=help,
+                            **(dict(action="append", default=[]) if several else dict(default=Path("runs"))))
 
     @staticmethod
     def split(parser, help="split file: the study's YAML, a cmrssp split.json, or a published split by name (paper, "
@@ -159,9 +162,14 @@ class Options:
             if several else dict(required=True, help="a fine-tuning run folder")))
 
     @staticmethod
-    def checkpoint(parser):
+    def on(parser, what="score"):
+        parser.add_argument("--on", choices=("test", "valid"), default="test",
+                            help=f"which subjects of the run's split to {what} (default test)")
+
+    @staticmethod
+    def checkpoint(parser, what="weights to use"):
         parser.add_argument("--checkpoint", choices=("last", "best"), default="last",
-                            help="weights to use: last (the study's default) or best (lowest validation loss)")
+                            help=f"{what}: last (the study's default) or best (lowest validation loss)")
 
     @staticmethod
     def source_labels(parser):
@@ -318,8 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         "volume. With no --run, evaluates every finished fine-tuning run in the runs folder that has no evaluation yet, "
         "then prints one table of all evaluated runs.")
     Options.run(evaluate, several=True)
-    evaluate.add_argument("--on", choices=("test", "valid"), default="test",
-                          help="which subjects of the run's split to score (default test)")
+    Options.on(evaluate)
     Options.checkpoint(evaluate)
     evaluate.add_argument("--export-nifti", action="store_true",
                           help="also write each predicted volume as NIfTI with the original affine and shape")
@@ -385,6 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     Options.no_progress(study)
     Options.set_fields(study, help="change a configuration field in every run that has it, e.g. --set "
                        "augment.centring=image; repeatable")
+
+    results = command(
+        "results", run_results,
+        "one results table from the evaluated fine-tunes of one or several runs folders",
+        "Gather every evaluated fine-tuning run of each --runs-dir (for instance the subset seeds of one study, each run "
+        "by `study --subset-seed S --runs-dir RUNS-S` on its own machine) and write results.md, results.csv (and "
+        "results.png with matplotlib) and convergence.txt to --out, with the study's statistics: mean over subset "
+        "seeds, difference to scratch, paired Wilcoxon test over the test volumes averaged over seeds. Runs trained "
+        "with another configuration (other than init and subset), scored on other test volumes, or present twice are "
+        "refused. Reads run folders only, never weights; a finished run without an evaluation is named and left out.")
+    Options.runs_dir(results, "a runs folder to gather from (repeatable; default ./runs)", several=True)
+    Options.out(results, "folder for the result files (default: the --runs-dir when only one is given)")
+    Options.on(results, what="gather the evaluation of")
+    Options.checkpoint(results, what="gather the evaluation of which weights")
 
     probe = command(
         "probe", run_probe,
@@ -535,6 +556,20 @@ def run_evaluate(args: argparse.Namespace) -> None:
     else:
         evaluations = evaluate_pending(args.runs_dir, options)
     print(format_runs_table(evaluations))
+
+
+def run_results(args: argparse.Namespace) -> None:
+    from cmrssp.evaluate import EvaluateOptions
+    from cmrssp.gather import gather, write_results
+
+    runs_dirs = args.runs_dir or [Path("runs")]
+    if args.out is None and len(runs_dirs) > 1:
+        raise InputError(None, "--out is needed when gathering from several --runs-dir")
+    out = args.out or runs_dirs[0]
+    run_dirs, evaluations = gather(runs_dirs, EvaluateOptions(split=args.on, checkpoint=args.checkpoint).validate())
+    written = write_results(run_dirs, evaluations, out)
+    print(f"{len(evaluations)} evaluated runs from {len(runs_dirs)} runs folder(s); results: "
+          + ", ".join(str(path) for path in written.values()))
 
 
 def run_predict(args: argparse.Namespace) -> None:

@@ -23,20 +23,17 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cmrssp import atomic
 from cmrssp.config import to_dict
-from cmrssp.convergence import convergence_rows
 from cmrssp.data.cache import Cache, open_cache
 from cmrssp.errors import InputError
 from cmrssp.evaluate import EvaluateOptions, evaluate_run, evaluation_folder, run_evaluation
 from cmrssp.finetune import default_run_name, resolve_split
+from cmrssp.gather import write_results
 from cmrssp.methods import get_method
 from cmrssp.planned_run import Config, PlannedRun
 from cmrssp.protocols import PROTOCOLS, Protocol, StudyGrid
 from cmrssp.presets import finetune_preset, pretrain_preset
-from cmrssp.results import write_study_results
 from cmrssp.run_folder import pretrain_run_name
-from cmrssp.table import format_table
 from cmrssp.runs import config_differences, resolve_cache, study_split
 from cmrssp.train import make_plan, training_input_size
 
@@ -212,12 +209,7 @@ def run_study(
         if not evaluation_folder(run.folder, evaluate).is_dir():
             evaluate_run(run.folder, evaluate, log=log)
         evaluations.append(run_evaluation(run.folder, evaluate))
-    written = write_study_results(evaluations, runs_dir)
-    convergence = runs_dir / "convergence.txt"
-    atomic.write_text(convergence, "Loss at the end of each fine-tune (cmrssp.convergence): the last 20 % of its updates "
-                      "against the 20 % before\n\n" + format_table(convergence_rows(run.folder for run in runs
-                                                                                          if run.kind == "finetune")) + "\n")
-    written["convergence"] = convergence
+    written = write_results([run.folder for run in runs if run.kind == "finetune"], evaluations, runs_dir)
     log(f"[study] finished in {time.perf_counter() - started:.0f} s; results: "
         + ", ".join(str(path) for path in written.values()))
     return written

@@ -22,7 +22,7 @@ def test_help_of_every_command_runs():
     assert result.returncode == 0 and "prepare" in result.stdout and "phantom" in result.stdout
     commands = cli.build_parser()._subparsers._group_actions[0].choices
     assert set(commands) == {"phantom", "prepare", "split", "info", "pretrain", "finetune", "evaluate", "predict",
-                             "study", "probe"}
+                             "study", "results", "probe"}
     for command in commands:
         with pytest.raises(SystemExit) as exit_info:
             run.main([command, "--help"])

@@ -1,0 +1,124 @@
+"""One results table from the evaluated fine-tunes of one or several runs folders.
+
+A study need not run in one folder on one machine: its subset seeds, sizes or methods can train
+as separate ``run.py study`` calls, each with its own ``--runs-dir`` (one node of a cluster per
+seed, or one overnight run per seed on a laptop). ``run.py results`` gathers what those folders
+hold into the files the study writes for its own folder (``results.md``, ``results.csv``,
+``results.png``, ``convergence.txt``), with the same statistics: a cell's Dice is the mean over
+its subset seeds, and the paired Wilcoxon test against scratch averages each test volume over the
+seeds both sides have (:mod:`cmrssp.results`).
+
+Runs only belong in one table when they measured the same thing, so gathering refuses, naming
+the run folder and what differs:
+
+- a run trained with another configuration than the first run gathered (anything but its
+  initialisation, its subset and where it ran: same preset, network, optimiser, budget and
+  fine-tuning rule);
+- a run scored on other test volumes (another split or another ``evaluate --on``);
+- two runs of the same initialisation, subset size and seed (the same folder given twice, or a
+  seed run on two machines).
+
+Gathering reads run folders only (``config.json``, ``complete.json``, ``metrics.csv`` and the
+evaluation folder), never weights, so a folder copied without its ``*.pt`` files still counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from cmrssp import atomic
+from cmrssp.config import to_dict
+from cmrssp.convergence import convergence_rows
+from cmrssp.errors import InputError
+from cmrssp.evaluate import EvaluateOptions, evaluation_folder, is_finetune_run, run_evaluation
+from cmrssp.presets import FinetuneConfig
+from cmrssp.results import RunEvaluation, subjects_label, write_study_results
+from cmrssp.run_folder import RunFolder
+from cmrssp.runs import config_differences
+from cmrssp.table import format_table
+
+CONVERGENCE_FILE = "convergence.txt"
+
+# What may differ between runs of one table: what a study varies (the initialisation and the
+# subset) and where a run happened to train or find its files (the split file's path may differ
+# between machines; the test volumes themselves are compared).
+_VARIED_FIELDS = ("init", "data.n_subjects", "data.subset_seed", "data.cache", "data.split", "train.device")
+
+
+def finished_finetunes(runs_dir: Path) -> list[Path]:
+    """The finished fine-tuning runs directly inside ``runs_dir``, by name."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise InputError(runs_dir, "runs folder not found")
+    return sorted(path for path in runs_dir.iterdir() if path.is_dir() and is_finetune_run(path))
+
+
+def _comparable(run_dir: Path) -> dict:
+    config = to_dict(RunFolder(run_dir).config(FinetuneConfig))
+    for name in _VARIED_FIELDS:
+        section, _, field = name.rpartition(".")
+        (config[section] if section else config).pop(field, None)
+    return config
+
+
+def check_comparable(run_dirs: Sequence[Path], evaluations: Sequence[RunEvaluation]) -> None:
+    """Refuse runs that do not belong in one table (see the module docstring)."""
+    if not run_dirs:
+        return
+    seen: dict[tuple[str, int, int], Path] = {}
+    for run_dir, evaluation in zip(run_dirs, evaluations):
+        cell = (evaluation.init, evaluation.n_subjects, evaluation.seed)
+        twin = seen.setdefault(cell, run_dir)
+        if twin is not run_dir:
+            raise InputError(run_dir, f"is the same run as {twin} (init {evaluation.init}, subset size "
+                                      f"{subjects_label(evaluation.n_subjects)}, seed {evaluation.seed}); "
+                                      "gather each run once")
+    reference_dir, reference = run_dirs[0], evaluations[0]
+    reference_config = _comparable(reference_dir)
+    reference_volumes = {(row["key"], row["phase"]) for row in reference.volumes}
+    for run_dir, evaluation in zip(run_dirs[1:], evaluations[1:]):
+        differing = [name for name, _, _ in config_differences(reference_config, _comparable(run_dir))]
+        if differing:
+            raise InputError(run_dir, f"was trained with another configuration than {reference_dir} "
+                                      f"({', '.join(differing)}); its results belong in another table")
+        volumes = {(row["key"], row["phase"]) for row in evaluation.volumes}
+        if volumes != reference_volumes:
+            raise InputError(run_dir, f"was scored on other test volumes than {reference_dir} "
+                                      f"({len(volumes - reference_volumes)} of its {len(volumes)} are not among "
+                                      f"the {len(reference_volumes)} of the first run)")
+
+
+def gather(runs_dirs: Iterable[Path], options: EvaluateOptions = EvaluateOptions(),
+           log=print) -> tuple[list[Path], list[RunEvaluation]]:
+    """The evaluated fine-tunes of every folder in ``runs_dirs``, checked to belong in one table.
+
+    A finished run without an evaluation for ``options`` is left out and named in the log (it
+    needs ``run.py evaluate --runs-dir`` on the machine that has its weights)."""
+    run_dirs: list[Path] = []
+    for runs_dir in runs_dirs:
+        finished = finished_finetunes(runs_dir)
+        unevaluated = [run for run in finished if not evaluation_folder(run, options).is_dir()]
+        if unevaluated:
+            log(f"[results] {runs_dir}: {len(unevaluated)} finished run(s) without an evaluation "
+                f"({evaluation_folder(Path(), options).name}) left out: {', '.join(run.name for run in unevaluated)}")
+        run_dirs += [run for run in finished if run not in unevaluated]
+    if not run_dirs:
+        raise InputError(", ".join(str(path) for path in runs_dirs), "holds no evaluated fine-tuning run")
+    evaluations = [run_evaluation(run, options) for run in run_dirs]
+    check_comparable(run_dirs, evaluations)
+    return run_dirs, evaluations
+
+
+def write_results(run_dirs: Sequence[Path], evaluations: Sequence[RunEvaluation], out_dir: Path) -> dict[str, Path]:
+    """The study's result files for these runs in ``out_dir``: results.md / .csv / .png
+    (:func:`cmrssp.results.write_study_results`) and ``convergence.txt`` (how each fine-tune's
+    losses ended, :mod:`cmrssp.convergence`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = write_study_results(evaluations, out_dir)
+    convergence = out_dir / CONVERGENCE_FILE
+    atomic.write_text(convergence, "Loss at the end of each fine-tune (cmrssp.convergence): the last 20 % of its updates "
+                      "against the 20 % before\n\n" + format_table(convergence_rows(run_dirs)) + "\n")
+    written["convergence"] = convergence
+    return written
