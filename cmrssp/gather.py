@@ -39,6 +39,14 @@ from cmrssp.runs import config_differences
 from cmrssp.table import format_table
 
 CONVERGENCE_FILE = "convergence.txt"
+CONVERGENCE_HEADER = """\
+Loss at the end of each fine-tune (cmrssp.convergence): the mean training loss of the last 20 % of
+its updates against the 20 % before, and its last validation loss against the last one before
+that fifth; flat = both within 5 %. What this cannot tell: under a learning rate that decays to
+zero the loss still falls over the last fifth of a run that has converged, and a run far from
+what a longer one reaches can look flat. A twin of twice the updates is the stronger check.
+
+"""
 
 # What may differ between runs of one table: what a study varies (the initialisation and the
 # subset) and where a run happened to train or find its files (the split file's path may differ
@@ -118,7 +126,6 @@ def write_results(run_dirs: Sequence[Path], evaluations: Sequence[RunEvaluation]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_study_results(evaluations, out_dir)
     convergence = out_dir / CONVERGENCE_FILE
-    atomic.write_text(convergence, "Loss at the end of each fine-tune (cmrssp.convergence): the last 20 % of its updates "
-                      "against the 20 % before\n\n" + format_table(convergence_rows(run_dirs)) + "\n")
+    atomic.write_text(convergence, CONVERGENCE_HEADER + format_table(convergence_rows(run_dirs)) + "\n")
     written["convergence"] = convergence
     return written
