@@ -290,7 +290,8 @@ def study_table(evaluations: Sequence[RunEvaluation], baseline: str = "scratch")
     ``seeds``; for each Dice column of :data:`DICE_COLUMNS` the mean over seeds of the run's mean
     over volumes and ``<column>_std`` (over seeds, ddof=1; NaN for one seed); for each HD95 column
     the mean over seeds of the run's median over volumes; ``delta_dice`` (dice_mean minus the
-    baseline's at the same n_subjects; ``None`` for the baseline and where it is missing);
+    baseline's at the same n_subjects, each over the seeds both have; ``None`` for the baseline
+    and where it or a shared seed is missing);
     ``p_value`` and ``pairs`` from :func:`paired_wilcoxon` against the baseline (``None``/0 likewise).
 
     Order: n_subjects ascending with the whole pool last; the baseline first within a size, then
@@ -316,7 +317,11 @@ def study_table(evaluations: Sequence[RunEvaluation], baseline: str = "scratch")
         if init == baseline or baseline_runs is None:
             row["delta_dice"], row["p_value"], row["pairs"] = None, None, 0
         else:
-            row["delta_dice"] = row["dice_mean"] - _mean_and_std([run.mean("dice_mean") for run in baseline_runs])[0]
+            # over the seeds both have, as the paired test: a seed's subset moves every init alike
+            shared = {run.seed for run in runs} & {run.seed for run in baseline_runs}
+            row["delta_dice"] = (_mean_and_std([run.mean("dice_mean") for run in runs if run.seed in shared])[0]
+                                 - _mean_and_std([run.mean("dice_mean") for run in baseline_runs
+                                                  if run.seed in shared])[0]) if shared else None
             row["p_value"], row["pairs"] = paired_wilcoxon(runs, baseline_runs)
         rows.append(row)
     return rows
@@ -389,7 +394,8 @@ def study_markdown(rows: Sequence[dict[str, Any]], baseline: str = "scratch") ->
         f"- **Subjects**: requested number of training subjects ({ALL_SUBJECTS_LABEL}: the whole "
         "training pool); **Train subjects**: the number actually used (median over seeds).",
         f"- **Δ Dice**: Dice minus that of `{baseline}` (training from scratch) at the same number of "
-        "training subjects.",
+        "training subjects, both over the seeds both have (where a cell has seeds the other lacks, Δ "
+        "is not the difference of the two Dice columns).",
         "- **p**: two-sided paired Wilcoxon signed-rank test over the test volumes of per-volume Dice "
         f"against `{baseline}` at the same size (each volume's Dice first averaged over the seeds both "
         "have).",

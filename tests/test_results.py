@@ -67,7 +67,11 @@ def test_means_and_stds_over_seeds_and_delta():
     assert mim["dice_mean"] == pytest.approx(2.5 / 3)
     assert mim["dice_mean_std"] == pytest.approx(np.std([0.85, 0.90, 0.75], ddof=1))
     assert scratch["delta_dice"] is None and scratch["p_value"] is None
-    assert mim["delta_dice"] == pytest.approx(2.5 / 3 - 0.75)
+    # Δ over the seeds both have (0 and 1), as the paired test: mim 0.875 against scratch 0.75,
+    # not the 2.5 / 3 of mim's three seeds, whose third subset scratch never trained on
+    assert mim["delta_dice"] == pytest.approx(0.875 - 0.75)
+    no_shared = study_table([run("scratch", 10, 0, [0.8]), run("mim", 10, 1, [0.9])])
+    assert row_of(no_shared, "mim", 10)["delta_dice"] is None
     assert scratch["hd95_mean"] == pytest.approx(3.0) and scratch["hd95_rv"] == pytest.approx(4.0)
 
 
