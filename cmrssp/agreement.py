@@ -171,6 +171,7 @@ def measures_markdown(rows: Sequence[dict[str, Any]]) -> str:
                   for m in MEASURES]  # – : no subject with both values (e.g. no LV predicted: no EF)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([
+        "",  # a blank line after the table before it
         "## Clinical measures",
         "",
         "Mean absolute error (bias: mean of prediction − reference) over the test subjects with an ED and "
