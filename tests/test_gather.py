@@ -107,3 +107,17 @@ def test_results_leave_out_and_name_a_run_without_evaluation(two_seeds, capsys):
     empty.mkdir()
     assert run.main(["results", "--runs-dir", str(empty)]) == 2
     assert "holds no evaluated fine-tuning run" in capsys.readouterr().err
+
+
+def test_a_study_skips_finished_runs_copied_without_weights(two_seeds, capsys):
+    """The way to finish a study in parts: copy a part's weightless run folders into a new runs
+    folder; the study counts them as done and writes one table over all of them."""
+    runs = copy_of(two_seeds / "seed0", "continued")
+    args = ["study", "--preset", "tiny", "--methods", "mim", "--n-subjects", "2", "--subset-seed", "0,1",
+            "--runs-dir", str(runs), "--data-dir", str(two_seeds / "data"), "--no-progress", "--workers", "1",
+            "--cpu-runs", "1"]
+    assert run.main(args) == 0
+    out = capsys.readouterr().out
+    assert "finetune-scratch-n2-s0: done already" in out and "finetune-mim-n2-s0: done already" in out
+    assert "finetune-mim-n2-s1: training" in out
+    assert [(row["init"], row["seeds"]) for row in read_rows(runs / "results.csv")] == [("scratch", "2"), ("mim", "2")]
