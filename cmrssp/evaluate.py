@@ -100,6 +100,14 @@ def is_finetune_run(run_dir: Path) -> bool:
     return RunFolder(run_dir).is_finished("finetune")
 
 
+def finished_finetunes(runs_dir: Path) -> list[Path]:
+    """The finished fine-tuning runs directly inside ``runs_dir``, by name."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise InputError(runs_dir, "runs folder not found; train a run first (`python run.py finetune`)")
+    return sorted(path for path in runs_dir.iterdir() if path.is_dir() and is_finetune_run(path))
+
+
 def source_label_lookup(meta: SubjectMeta, where: Path) -> np.ndarray:
     """uint8 lookup canonical label -> the source dataset's own value for one subject."""
     dataset = meta.dataset
@@ -249,10 +257,7 @@ def run_evaluation(run_dir: Path, options: EvaluateOptions) -> RunEvaluation:
 def evaluate_pending(runs_dir: Path, options: EvaluateOptions = EvaluateOptions(), log=print) -> list[RunEvaluation]:
     """Evaluate every finished fine-tuning run in ``runs_dir`` without an evaluation folder for
     ``options``; return all evaluated runs (old and new), sorted by run name."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise InputError(runs_dir, "runs folder not found; train a run first (`python run.py finetune`)")
-    runs = sorted(path for path in runs_dir.iterdir() if path.is_dir() and is_finetune_run(path))
+    runs = finished_finetunes(runs_dir)
     if not runs:
         raise InputError(runs_dir, "holds no finished fine-tuning run to evaluate")
     for run in runs:

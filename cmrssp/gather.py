@@ -31,7 +31,7 @@ from cmrssp import atomic
 from cmrssp.config import to_dict
 from cmrssp.convergence import convergence_rows
 from cmrssp.errors import InputError
-from cmrssp.evaluate import EvaluateOptions, evaluation_folder, is_finetune_run, run_evaluation
+from cmrssp.evaluate import EvaluateOptions, evaluation_folder, finished_finetunes, run_evaluation
 from cmrssp.presets import FinetuneConfig
 from cmrssp.results import RunEvaluation, subjects_label, write_study_results
 from cmrssp.run_folder import RunFolder
@@ -52,14 +52,6 @@ what a longer one reaches can look flat. A twin of twice the updates is the stro
 # subset) and where a run happened to train or find its files (the split file's path may differ
 # between machines; the test volumes themselves are compared).
 _VARIED_FIELDS = ("init", "data.n_subjects", "data.subset_seed", "data.cache", "data.split", "train.device")
-
-
-def finished_finetunes(runs_dir: Path) -> list[Path]:
-    """The finished fine-tuning runs directly inside ``runs_dir``, by name."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise InputError(runs_dir, "runs folder not found")
-    return sorted(path for path in runs_dir.iterdir() if path.is_dir() and is_finetune_run(path))
 
 
 def _comparable(run_dir: Path) -> dict:
