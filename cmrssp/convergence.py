@@ -9,8 +9,8 @@ start. ``flat`` says both changed by less than ``tolerance`` (default 5 %) in ei
 
 What this cannot say: with a schedule that decays to zero (poly, cosine) the loss flattens at the
 end whatever the run has learnt; a run that is still far from what a longer run reaches looks
-flat too. Comparing with a run of twice the budget is the stronger check (README, "ACDC, real
-scans").
+flat too. Comparing with a run of twice the budget is the stronger check
+(``benchmarks/twins.py``; README, "ACDC, real scans").
 """
 
 from __future__ import annotations

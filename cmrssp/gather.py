@@ -44,7 +44,8 @@ Loss at the end of each fine-tune (cmrssp.convergence): the mean training loss o
 its updates against the 20 % before, and its last validation loss against the last one before
 that fifth; flat = both within 5 %. What this cannot tell: under a learning rate that decays to
 zero the loss still falls over the last fifth of a run that has converged, and a run far from
-what a longer one reaches can look flat. A twin of twice the updates is the stronger check.
+what a longer one reaches can look flat. A twin of twice the updates is the stronger check:
+python benchmarks/twins.py --runs-dir RUNS --out TWINS trains one for each run and compares them.
 
 """
 
