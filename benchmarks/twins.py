@@ -12,7 +12,7 @@ volumes.
 
 Usage, after ``python run.py study`` (the main job writes ``runs/``):
 
-    python benchmarks/twins.py --runs-dir runs --out twins [--only nall] [--cpu-runs 2]
+    python benchmarks/twins.py --runs-dir runs --out twins [--only nall --only n3] [--cpu-runs 2]
 
 writes the twins under ``--out`` and ``--out/twins.md``: per run, the updates, the last
 validation loss and the mean test 3D Dice of the run and of its twin, their differences, and a
@@ -45,11 +45,14 @@ DICE = "dice_mean"
 
 
 def twin_of(run_dir: Path, out: Path, factor: float) -> PlannedRun:
-    """The run of ``run_dir`` again, in ``out``, with ``factor`` times its updates."""
+    """The run of ``run_dir`` again, in ``out``, with ``factor`` times its updates: every length
+    field (epochs, the iteration bounds, a fixed budget) scaled, so the budget rule is the run's
+    own and the twins of one study form a study again (``run.py results --runs-dir TWINS``)."""
     config = RunFolder(run_dir).config(FinetuneConfig)
-    updates = round(factor * run_convergence(run_dir).steps)
-    train = dataclasses.replace(config.train, iterations=updates, min_iterations=0, max_iterations=0)
-    return PlannedRun("finetune", out / run_dir.name, dataclasses.replace(config, train=train))
+    train = config.train
+    scaled = {name: round(factor * getattr(train, name)) for name in ("epochs", "iterations", "min_iterations",
+                                                                      "max_iterations")}
+    return PlannedRun("finetune", out / run_dir.name, dataclasses.replace(config, train=dataclasses.replace(train, **scaled)))
 
 
 def compare(run_dir: Path, twin_dir: Path, evaluate: EvaluateOptions) -> dict[str, object]:
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="a finished study's runs folder")
     parser.add_argument("--out", type=Path, required=True, help="where the twins and twins.md go")
     parser.add_argument("--factor", type=float, default=2.0, help="the twin's updates over the run's (default 2)")
-    parser.add_argument("--only", default="", help="only runs whose folder name contains this (e.g. nall)")
+    parser.add_argument("--only", action="append", default=[],
+                        help="only runs whose folder name contains this (e.g. nall); repeatable: any of them")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="as given to the study")
     parser.add_argument("--cpu-runs", type=int, default=default_cpu_runs(), help="twins trained at once on the CPU")
     parser.add_argument("--device", default="cpu")
@@ -78,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     evaluate = EvaluateOptions(device=args.device)
-    runs = [path for path in finished_finetunes(args.runs_dir) if args.only in path.name]
+    runs = [path for path in finished_finetunes(args.runs_dir) if not args.only or any(s in path.name for s in args.only)]
     if not runs:
-        print(f"{args.runs_dir}: no finished fine-tune{' matching ' + args.only if args.only else ''}", file=sys.stderr)
+        print(f"{args.runs_dir}: no finished fine-tune{' matching ' + ' or '.join(args.only) if args.only else ''}",
+              file=sys.stderr)
         return 1
     twins = [twin_of(path, args.out, args.factor) for path in runs]
     devices = (args.device,) * args.cpu_runs if args.device == "cpu" else (args.device,)

@@ -149,7 +149,9 @@ def finetune_preset(name: str) -> FinetuneConfig:
         # more still helps (test Dice 0.740 at 800, 0.751 at 1,200, 0.772 at 1,600), but a cap of
         # 1,600 (with pretraining in proportion) took the main job 17.6 to 22.3 minutes scaled to
         # the slow host of the 20-minute target, by the benchmark after and before the run
-        # (README "The main job"); 1,400 took 19.4.
+        # (README "The main job"); 1,400 took 19.4. Twins of all ten runs (2026-12-07,
+        # benchmarks/twins.py) found this budget short for SimCLR, PCL and DINO on 3 subjects and
+        # for every init on all 15 (+0.03 to +0.06 test Dice with twice the updates): issue 14 open.
         # SGD lr 0.2, momentum 0.9: chosen by validation loss among 0.05, 0.1, 0.2 and 0.4 (from
         # scratch, 800 updates, 3 subjects and all 15). A pretrained init trains at the full rate
         # with each transferred convolution rescaled to its initial norm (the study: half the

@@ -41,11 +41,9 @@ def test_a_twin_is_the_same_run_with_twice_the_updates(study, capsys):
     assert run_convergence(twin).steps == 2 * steps
 
     config, twin_config = (json.loads((folder / "config.json").read_text()) for folder in (original, twin))
-    assert twin_config["train"].pop("iterations") == 2 * steps
-    assert (twin_config["train"].pop("min_iterations"), twin_config["train"].pop("max_iterations")) == (0, 0)
-    for key in ("iterations", "min_iterations", "max_iterations", "device"):
-        config["train"].pop(key)
-    assert twin_config["train"].pop("device") == "cpu"  # where it ran, as the study records it
+    for key in ("epochs", "iterations", "min_iterations", "max_iterations"):
+        assert twin_config["train"].pop(key) == 2 * config["train"].pop(key)
+    assert (config["train"].pop("device"), twin_config["train"].pop("device")) == ("auto", "cpu")  # where it ran
     assert twin_config == config  # init, subset, seed, optimiser, augmentation: all the run's own
     # the init is the study's own pretraining, found through the study's runs folder
     assert str(study / "runs" / "pretrain-mim" / "weights-transfer.pt") in (twin / "log.txt").read_text()
@@ -54,6 +52,9 @@ def test_a_twin_is_the_same_run_with_twice_the_updates(study, capsys):
     row = next(line for line in table.splitlines() if "finetune-mim-n2-s0" in line)
     assert f"{steps} / {2 * steps}" in row
     assert "finetune-mim-n2-s0" in capsys.readouterr().out
+    # the twins of a study form a study: one configuration but for init and subset
+    assert run.main(["results", "--runs-dir", str(out)]) == 0
+    assert (out / "results.csv").is_file()
 
 
 def test_no_finished_fine_tune_is_an_error(study, capsys):
