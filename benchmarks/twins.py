@@ -5,10 +5,10 @@ times its updates (default 2) and compare where the two end.
 unfinished one when the learning rate decays to zero: both flatten at the end. A twin can: it is
 the same run (configuration, init, subset, seed, schedule shape) with a longer budget, so if the
 original had converged the twin ends at the same validation loss and test Dice, and if it had not
-the twin ends lower. Each twin trains with a fixed iteration budget of ``factor`` times the
-original's updates (the schedule then decays per update, as the cpu presets' runs do), from the
-same pretrained weights (read from the study's runs folder), and is evaluated on the same test
-volumes.
+the twin ends lower. A twin's epochs, iteration bounds and iteration budget are ``factor`` times
+the original's (so are its updates, for a whole factor, and its schedule keeps its shape); it
+starts from the same pretrained weights (read from the study's runs folder) and is evaluated on
+the same test volumes.
 
 Usage, after ``python run.py study`` (the main job writes ``runs/``):
 
@@ -76,9 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[],
                         help="only runs whose folder name contains this (e.g. nall); repeatable: any of them")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="as given to the study")
-    parser.add_argument("--cpu-runs", type=int, default=default_cpu_runs(), help="twins trained at once on the CPU")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cpu-runs", type=int, help="twins trained at once on the CPU (default: 2 on 2 or more cores)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device, one twin at a time")
     args = parser.parse_args(argv)
+    if args.factor <= 0:
+        parser.error(f"--factor must be positive, got {args.factor}")
+    if args.cpu_runs is not None and (args.device != "cpu" or args.cpu_runs < 1):
+        parser.error(f"--cpu-runs {args.cpu_runs}: a positive number of runs, and only with --device cpu")
 
     started = time.perf_counter()
     evaluate = EvaluateOptions(device=args.device)
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     twins = [twin_of(path, args.out, args.factor) for path in runs]
-    devices = (args.device,) * args.cpu_runs if args.device == "cpu" else (args.device,)
+    devices = (args.device,) * (args.cpu_runs or default_cpu_runs()) if args.device == "cpu" else (args.device,)
     threads = max(1, available_cores() // len(devices)) if args.device == "cpu" else None
     # runs_dir is the study's folder, so a twin's init (a method name) finds the study's pretraining
     train_in_parallel(twins, devices, args.runs_dir, args.data_dir, threads=threads,

@@ -62,3 +62,12 @@ def test_no_finished_fine_tune_is_an_error(study, capsys):
     assert twins.main(["--runs-dir", str(study / "runs"), "--out", str(study / "none"), "--only", "dino"]) == 1
     assert "no finished fine-tune matching dino" in capsys.readouterr().err
     assert not (study / "none").exists()
+
+
+@pytest.mark.parametrize("flags", [["--factor", "0"], ["--device", "cuda", "--cpu-runs", "2"], ["--cpu-runs", "0"]])
+def test_flags_it_cannot_honour_are_refused(tmp_path, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_twins().main(["--runs-dir", str(tmp_path), "--out", str(tmp_path / "twins"), *flags])
+    assert exit_info.value.code == 2
+    assert ("--factor" if "--factor" in flags else "--cpu-runs") in capsys.readouterr().err
+    assert not (tmp_path / "twins").exists()
