@@ -37,7 +37,7 @@ from cmrssp.planned_run import PlannedRun  # noqa: E402
 from cmrssp.presets import FinetuneConfig  # noqa: E402
 from cmrssp.results import paired_wilcoxon  # noqa: E402
 from cmrssp.run_folder import RunFolder  # noqa: E402
-from cmrssp.scheduler import available_cores, default_cpu_runs, train_in_parallel  # noqa: E402
+from cmrssp.scheduler import cpu_slots, default_cpu_runs, train_in_parallel  # noqa: E402
 from cmrssp.study import train_then_evaluate  # noqa: E402
 from cmrssp.table import format_table  # noqa: E402
 
@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     twins = [twin_of(path, args.out, args.factor) for path in runs]
-    devices = (args.device,) * (args.cpu_runs or default_cpu_runs()) if args.device == "cpu" else (args.device,)
-    threads = max(1, available_cores() // len(devices)) if args.device == "cpu" else None
+    devices, threads = cpu_slots(args.cpu_runs or default_cpu_runs()) if args.device == "cpu" else ((args.device,), None)
     # runs_dir is the study's folder, so a twin's init (a method name) finds the study's pretraining
     train_in_parallel(twins, devices, args.runs_dir, args.data_dir, threads=threads,
                       train=functools.partial(train_then_evaluate, evaluate))

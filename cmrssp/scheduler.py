@@ -40,6 +40,12 @@ def default_cpu_runs(cores: int | None = None) -> int:
     return 2 if (cores or available_cores()) >= 2 else 1
 
 
+def cpu_slots(runs: int) -> tuple[tuple[str, ...], int]:
+    """``runs`` slots on the CPU for :func:`train_in_parallel`, and the torch threads each run
+    gets: the cores shared out, at least one."""
+    return ("cpu",) * runs, max(1, available_cores() // runs)
+
+
 def train_one(run, device: str, runs_dir: Path, data_dir: Path, label: str = "", threads: int | None = None) -> str:
     """Train (or resume) one planned run on ``device`` in this process, with ``threads`` torch
     threads if given; return its folder name. ``label`` names the slot in its log lines."""

@@ -185,11 +185,11 @@ def run_study(
     for run in runs:
         check_reusable(run)
     if devices or cpu_runs > 1:
-        from cmrssp.scheduler import available_cores, train_in_parallel
+        from cmrssp.scheduler import cpu_slots, train_in_parallel
 
         threads = None
         if not devices:
-            devices, threads = ("cpu",) * cpu_runs, max(1, available_cores() // cpu_runs)
+            devices, threads = cpu_slots(cpu_runs)
             log(f"[study] training {cpu_runs} runs at once on the CPU, {threads} thread(s) each")
         train_in_parallel(runs, devices, runs_dir, data_dir, log=log, threads=threads,
                           train=functools.partial(train_then_evaluate, evaluate))
