@@ -14,6 +14,9 @@ the run folder and what differs:
 - a run trained with another configuration than the first run gathered (anything but its
   initialisation, its subset and where it ran: same preset, network, optimiser, budget and
   fine-tuning rule);
+- runs whose length settings (epochs, iteration bounds) differ, unless one of their budget rules
+  gives every run the schedule it trained with (:func:`cmrssp.train.same_plan`): a rule that
+  lengthens only the larger subsets leaves the finished runs of the smaller ones in the table;
 - a run scored on other test volumes (another split or another ``evaluate --on``);
 - two runs of the same initialisation, subset size and seed (the same folder given twice, or a
   seed run on two machines).
@@ -24,12 +27,13 @@ evaluation folder), never weights, so a folder copied without its ``*.pt`` files
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from cmrssp import atomic
 from cmrssp.config import to_dict
-from cmrssp.convergence import convergence_rows
+from cmrssp.convergence import convergence_rows, read_metrics
 from cmrssp.errors import InputError
 from cmrssp.evaluate import EvaluateOptions, evaluation_folder, finished_finetunes, run_evaluation
 from cmrssp.presets import FinetuneConfig
@@ -37,6 +41,7 @@ from cmrssp.results import RunEvaluation, subjects_label, write_study_results
 from cmrssp.run_folder import RunFolder
 from cmrssp.runs import config_differences
 from cmrssp.table import format_table
+from cmrssp.train import LENGTH_FIELDS, same_plan
 
 CONVERGENCE_FILE = "convergence.txt"
 CONVERGENCE_HEADER = """\
@@ -57,10 +62,41 @@ _VARIED_FIELDS = ("init", "data.n_subjects", "data.subset_seed", "data.cache", "
 
 def _comparable(run_dir: Path) -> dict:
     config = to_dict(RunFolder(run_dir).config(FinetuneConfig))
-    for name in _VARIED_FIELDS:
+    for name in _VARIED_FIELDS + tuple(f"train.{name}" for name in LENGTH_FIELDS):  # lengths: check_budget_rule
         section, _, field = name.rpartition(".")
         (config[section] if section else config).pop(field, None)
     return config
+
+
+def _training_samples(run_dir: Path, config: FinetuneConfig) -> int:
+    """A training-set size that gives the run its recorded batches per epoch (the first row of
+    ``metrics.csv`` ends epoch 0), which is all its plan depends on."""
+    first = read_metrics(run_dir)[0]
+    return round(first["step"] / (first["epoch"] + 1)) * config.train.batch_size
+
+
+def check_budget_rule(run_dirs: Sequence[Path]) -> None:
+    """Refuse runs of different lengths unless one budget rule among theirs explains them all."""
+    configs = [RunFolder(run_dir).config(FinetuneConfig) for run_dir in run_dirs]
+    rules = list(dict.fromkeys(tuple(getattr(c.train, name) for name in LENGTH_FIELDS) for c in configs))
+    if len(rules) == 1:
+        return
+    samples = [_training_samples(run_dir, config) for run_dir, config in zip(run_dirs, configs)]
+
+    def first_unexplained(rule: tuple) -> Path | None:
+        for run_dir, config, n in zip(run_dirs, configs, samples):
+            under_rule = dataclasses.replace(config.train, **dict(zip(LENGTH_FIELDS, rule)))
+            if not same_plan(n, config.train, under_rule, config.optimizer):
+                return run_dir
+        return None
+
+    unexplained = [first_unexplained(rule) for rule in rules]
+    if None not in unexplained:
+        run_dir = unexplained[0]
+        raise InputError(run_dir, f"was trained for another length than {run_dirs[0]} allows "
+                                  f"({', '.join(f'train.{name}' for name in LENGTH_FIELDS)}), and no budget rule of "
+                                  "the runs gathered gives every run the schedule it trained with; its results "
+                                  "belong in another table")
 
 
 def check_comparable(run_dirs: Sequence[Path], evaluations: Sequence[RunEvaluation]) -> None:
@@ -88,6 +124,7 @@ def check_comparable(run_dirs: Sequence[Path], evaluations: Sequence[RunEvaluati
             raise InputError(run_dir, f"was scored on other test volumes than {reference_dir} "
                                       f"({len(volumes - reference_volumes)} of its {len(volumes)} are not among "
                                       f"the {len(reference_volumes)} of the first run)")
+    check_budget_rule(run_dirs)
 
 
 def gather(runs_dirs: Iterable[Path], options: EvaluateOptions = EvaluateOptions(),

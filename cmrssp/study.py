@@ -35,7 +35,7 @@ from cmrssp.protocols import PROTOCOLS, Protocol, StudyGrid
 from cmrssp.presets import finetune_preset, pretrain_preset
 from cmrssp.run_folder import pretrain_run_name
 from cmrssp.runs import config_differences, resolve_cache, study_split
-from cmrssp.train import make_plan, training_input_size
+from cmrssp.train import LENGTH_FIELDS, make_plan, same_plan, training_input_size
 
 
 def plan_study(
@@ -68,32 +68,46 @@ def plan_study(
     return runs
 
 
-def check_reusable(run: PlannedRun) -> None:
-    """A run folder made with another configuration is never silently reused."""
+def check_reusable(run: PlannedRun, cache: Cache | None = None) -> None:
+    """A run folder made with another configuration is never silently reused. With ``cache``,
+    length fields (epochs, iteration bounds) that differ but give this run the same plan
+    (:func:`cmrssp.train.same_plan`) do not count: a budget rule changed for other subset sizes
+    leaves this run's training as it was."""
     if not run.run_folder.has_record():
         return
     # read as the typed configuration, so a field newer than the run counts as its default
-    saved = to_dict(run.run_folder.config(type(run.config)))
-    wanted = to_dict(run.config)
+    saved_config = run.run_folder.config(type(run.config))
+    saved, wanted = to_dict(saved_config), to_dict(run.config)
     # where a run trains is not what it is; the data section is checked when the run resumes
-    differing = sorted({name.split(".")[0] for name, _, _ in config_differences(saved, wanted)
-                        if name.split(".")[0] in wanted and name.split(".")[0] != "data" and name != "train.device"})
+    names = [name for name, _, _ in config_differences(saved, wanted)
+             if name.split(".")[0] in wanted and name.split(".")[0] != "data" and name != "train.device"]
+    length = {f"train.{name}" for name in LENGTH_FIELDS}
+    if cache is not None and names and set(names) <= length and same_plan(
+            training_samples(run, cache), saved_config.train, run.config.train, run.config.optimizer):
+        return
+    differing = sorted({name.split(".")[0] for name in names})
     if differing:
         raise InputError(run.folder, f"was made with a different configuration ({', '.join(differing)}); "
                                      "give the study another --runs-dir, or delete the folder")
 
 
-def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
-    """(optimizer steps, training samples) of a planned run on ``cache`` (no training)."""
+def training_samples(run: PlannedRun, cache: Cache) -> int:
+    """The samples one epoch of a planned run goes through on ``cache``: the labelled slices of
+    its training subjects (fine-tuning), or every frame's slices of the training and unlabelled
+    subjects (pretraining)."""
     config = run.config
     if run.kind == "finetune":
         split = resolve_split(config.data, cache)
-        n_samples = sum(len(cache.meta(key).label_frames) * cache.meta(key).n_slices for key in split.train)
-    else:
-        split = study_split(config.data, cache)
-        extra = [key for key in cache.subjects(labelled=False) if key not in set(split.keys)]
-        n_samples = sum(cache.meta(key).n_frames * cache.meta(key).n_slices for key in split.train + extra)
-    plan = make_plan(n_samples, config.train, config.optimizer)
+        return sum(len(cache.meta(key).label_frames) * cache.meta(key).n_slices for key in split.train)
+    split = study_split(config.data, cache)
+    extra = [key for key in cache.subjects(labelled=False) if key not in set(split.keys)]
+    return sum(cache.meta(key).n_frames * cache.meta(key).n_slices for key in split.train + extra)
+
+
+def optimizer_steps(run: PlannedRun, cache: Cache) -> tuple[int, int]:
+    """(optimizer steps, training samples) of a planned run on ``cache`` (no training)."""
+    n_samples = training_samples(run, cache)
+    plan = make_plan(n_samples, run.config.train, run.config.optimizer)
     return plan.total_steps, n_samples
 
 
@@ -178,12 +192,13 @@ def run_study(
         return None
 
     cache_dir = resolve_cache(data, data_dir, workers=workers, progress=progress)
-    protocol.check_cache(open_cache(cache_dir))
+    cache = open_cache(cache_dir)
+    protocol.check_cache(cache)
     log(f"[study] protocol {protocol.name}, preset {preset}, data: {cache_dir} ({time.perf_counter() - started:.0f} s)")
     pin = lambda config: dataclasses.replace(config, data=dataclasses.replace(config.data, cache=str(cache_dir)))
     runs = [dataclasses.replace(run, config=pin(run.config)) for run in runs]
     for run in runs:
-        check_reusable(run)
+        check_reusable(run, cache)
     if devices or cpu_runs > 1:
         from cmrssp.scheduler import cpu_slots, train_in_parallel
 

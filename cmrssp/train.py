@@ -337,6 +337,21 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
     return Plan(batch_size, per_epoch, epochs, total, rates)
 
 
+# The fields that set how long a run trains (TrainConfig); other fields say how it trains.
+LENGTH_FIELDS = ("epochs", "iterations", "min_iterations", "max_iterations")
+
+
+def same_plan(n_train: int, first: TrainConfig, second: TrainConfig, optimizer: OptimizerConfig) -> bool:
+    """Whether two length settings (:data:`LENGTH_FIELDS`) train a run of ``n_train`` samples
+    alike: the same batches per epoch, epochs, steps and learning rate at every step. A budget
+    rule that grows with the subset (more epochs, a higher cap) leaves the runs it does not
+    lengthen as they were, so a study's finished runs of those sizes still count under it."""
+    a, b = make_plan(n_train, first, optimizer), make_plan(n_train, second, optimizer)
+    return ((a.batch_size, a.iterations_per_epoch, a.epochs, a.total_steps)
+            == (b.batch_size, b.iterations_per_epoch, b.epochs, b.total_steps)
+            and np.array_equal(a.learning_rates, b.learning_rates))
+
+
 def is_validation_epoch(epoch: int, plan: Plan, train: TrainConfig) -> bool:
     """Whether the loop validates after ``epoch`` (see TrainConfig.validate_every/validate_steps)."""
     if epoch + 1 == plan.epochs:

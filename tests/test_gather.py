@@ -121,3 +121,28 @@ def test_a_study_skips_finished_runs_copied_without_weights(two_seeds, capsys):
     assert "finetune-scratch-n2-s0: done already" in out and "finetune-mim-n2-s0: done already" in out
     assert "finetune-mim-n2-s1: training" in out
     assert [(row["init"], row["seeds"]) for row in read_rows(runs / "results.csv")] == [("scratch", "2"), ("mim", "2")]
+
+
+def test_runs_of_different_lengths_gather_when_one_budget_rule_explains_them_all(tmp_path):
+    from cmrssp.config import to_dict
+    from cmrssp.errors import InputError
+    from cmrssp.gather import check_budget_rule
+    from cmrssp.presets import finetune_preset
+
+    def run_folder(name: str, steps_per_epoch: int, epochs: int, min_iterations: int, max_iterations: int) -> Path:
+        config = to_dict(finetune_preset("cpu-real"))  # batch 16
+        config["train"].update(epochs=epochs, min_iterations=min_iterations, max_iterations=max_iterations)
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "metrics.csv").write_text(f"epoch,step,train_loss\n0,{steps_per_epoch},0.5\n")
+        return folder
+
+    short_8 = run_folder("n8-short", 8, 40, 1000, 1500)  # 1,000 steps under either rule
+    long_16 = run_folder("n16-long", 17, 120, 1000, 2000)  # 2,000 steps; the short rule gives 1,000
+    short_16 = run_folder("n16-short", 17, 40, 1000, 1500)
+    check_budget_rule([short_8, long_16])  # the long rule gives both their schedules
+    check_budget_rule([long_16, short_8])
+    check_budget_rule([short_8, short_16])
+    with pytest.raises(InputError, match="another length"):
+        check_budget_rule([short_8, long_16, short_16])

@@ -12,7 +12,7 @@ from cmrssp.finetune import run_finetune
 from cmrssp.models import UNet, encoder_state, load_weight_file
 from cmrssp.presets import finetune_preset, replace
 from cmrssp.segmentation import SegmentationTask
-from cmrssp.train import OptimizerConfig, TrainConfig, TrainingError, is_validation_epoch, make_plan
+from cmrssp.train import OptimizerConfig, TrainConfig, TrainingError, is_validation_epoch, make_plan, same_plan
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,22 @@ def test_plan_epochs_and_iteration_budget():
     assert (inside.total_steps, inside.epochs) == (27, 3) and np.all(inside.learning_rates[:9] == 0.01)
     with pytest.raises(InputError, match="min_iterations"):
         make_plan(100, replace(bounded, min_iterations=60), OptimizerConfig())
+
+
+def test_same_plan_holds_where_a_longer_budget_rule_leaves_a_run_as_it_was():
+    optimizer = OptimizerConfig(lr=0.1, momentum=0.9)
+    short = TrainConfig(epochs=40, min_iterations=1000, max_iterations=1500, batch_size=16)
+    long = TrainConfig(epochs=120, min_iterations=1000, max_iterations=2000, batch_size=16)
+    # 128 slices: 8 steps an epoch, both rules hit the 1,000-step floor
+    assert same_plan(128, short, long, optimizer)
+    # 282 slices: 17 steps an epoch, 1,000 steps against the 2,000 cap
+    assert make_plan(282, long, optimizer).total_steps == 2000 and not same_plan(282, short, long, optimizer)
+    # the same number of steps, but stepped per epoch (no bound reached) against per iteration
+    by_epochs = TrainConfig(epochs=10, batch_size=10)
+    by_iterations = TrainConfig(epochs=1, min_iterations=100, batch_size=10)
+    assert make_plan(100, by_epochs, optimizer).total_steps == make_plan(100, by_iterations, optimizer).total_steps == 100
+    assert not same_plan(100, by_epochs, by_iterations, optimizer)
+    assert same_plan(100, by_epochs, replace(by_epochs, max_iterations=500), optimizer)
 
 
 def test_validation_by_steps_is_independent_of_the_epoch_length():
