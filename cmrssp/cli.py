@@ -108,7 +108,7 @@ class Options:
             "--preset", choices=PRESET_NAMES, default=default,
             help=help or "'paper': the study's scale (1.25 mm, 256 px, full U-Net, 1000 epochs); 'cpu': a 2-core laptop "
             "trains a useful model in minutes (5 mm, 64 px, smaller U-Net); 'cpu-real': the cpu network for real scans "
-            "(40 epochs bounded to 1,000-1,500 updates, validation every 100); 'tiny': seconds, for tests. Default: "
+            "(100 epochs bounded to 1,000-2,000 updates, validation every 100); 'tiny': seconds, for tests. Default: "
             "paper on CUDA, cpu otherwise")
 
     @staticmethod

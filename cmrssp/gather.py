@@ -14,7 +14,7 @@ the run folder and what differs:
 - a run trained with another configuration than the first run gathered (anything but its
   initialisation, its subset and where it ran: same preset, network, optimiser, budget and
   fine-tuning rule);
-- runs whose length settings (epochs, iteration bounds) differ, unless one of their budget rules
+- runs whose plan settings (epochs, iteration bounds, schedule unit) differ, unless one of their budget rules
   gives every run the schedule it trained with (:func:`cmrssp.train.same_plan`): a rule that
   lengthens only the larger subsets leaves the finished runs of the smaller ones in the table;
 - a run scored on other test volumes (another split or another ``evaluate --on``);
@@ -27,7 +27,6 @@ evaluation folder), never weights, so a folder copied without its ``*.pt`` files
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -41,7 +40,7 @@ from cmrssp.results import RunEvaluation, subjects_label, write_study_results
 from cmrssp.run_folder import RunFolder
 from cmrssp.runs import config_differences
 from cmrssp.table import format_table
-from cmrssp.train import LENGTH_FIELDS, same_plan
+from cmrssp.train import PLAN_FIELDS, plan_fields, same_plan, with_plan_fields
 
 CONVERGENCE_FILE = "convergence.txt"
 CONVERGENCE_HEADER = """\
@@ -62,7 +61,8 @@ _VARIED_FIELDS = ("init", "data.n_subjects", "data.subset_seed", "data.cache", "
 
 def _comparable(run_dir: Path) -> dict:
     config = to_dict(RunFolder(run_dir).config(FinetuneConfig))
-    for name in _VARIED_FIELDS + tuple(f"train.{name}" for name in LENGTH_FIELDS):  # lengths: check_budget_rule
+    plan = tuple(f"{section}.{name}" for section, names in PLAN_FIELDS.items() for name in names)
+    for name in _VARIED_FIELDS + plan:  # compared by check_budget_rule
         section, _, field = name.rpartition(".")
         (config[section] if section else config).pop(field, None)
     return config
@@ -76,27 +76,25 @@ def _training_samples(run_dir: Path, config: FinetuneConfig) -> int:
 
 
 def check_budget_rule(run_dirs: Sequence[Path]) -> None:
-    """Refuse runs of different lengths unless one budget rule among theirs explains them all."""
+    """Refuse runs of different plan settings unless one budget rule among theirs explains them all."""
     configs = [RunFolder(run_dir).config(FinetuneConfig) for run_dir in run_dirs]
-    rules = list(dict.fromkeys(tuple(getattr(c.train, name) for name in LENGTH_FIELDS) for c in configs))
+    rules = list(dict.fromkeys(plan_fields(config) for config in configs))
     if len(rules) == 1:
         return
     samples = [_training_samples(run_dir, config) for run_dir, config in zip(run_dirs, configs)]
 
     def first_unexplained(rule: tuple) -> Path | None:
         for run_dir, config, n in zip(run_dirs, configs, samples):
-            under_rule = dataclasses.replace(config.train, **dict(zip(LENGTH_FIELDS, rule)))
-            if not same_plan(n, config.train, under_rule, config.optimizer):
+            if not same_plan(n, config, with_plan_fields(config, rule)):
                 return run_dir
         return None
 
     unexplained = [first_unexplained(rule) for rule in rules]
     if None not in unexplained:
-        run_dir = unexplained[0]
-        raise InputError(run_dir, f"was trained for another length than {run_dirs[0]} allows "
-                                  f"({', '.join(f'train.{name}' for name in LENGTH_FIELDS)}), and no budget rule of "
-                                  "the runs gathered gives every run the schedule it trained with; its results "
-                                  "belong in another table")
+        fields = ", ".join(f"{section}.{name}" for section, names in PLAN_FIELDS.items() for name in names)
+        raise InputError(unexplained[0], f"was trained for another length than {run_dirs[0]} allows ({fields}), "
+                                         "and no budget rule of the runs gathered gives every run the schedule it "
+                                         "trained with; its results belong in another table")
 
 
 def check_comparable(run_dirs: Sequence[Path], evaluations: Sequence[RunEvaluation]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import math
 import random
@@ -337,16 +338,30 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
     return Plan(batch_size, per_epoch, epochs, total, rates)
 
 
-# The fields that set how long a run trains (TrainConfig); other fields say how it trains.
-LENGTH_FIELDS = ("epochs", "iterations", "min_iterations", "max_iterations")
+# The fields that only set a run's plan (how many steps, and whether the schedule steps per epoch
+# or per iteration), by configuration section; every other field says how the run trains.
+PLAN_FIELDS = {"train": ("epochs", "iterations", "min_iterations", "max_iterations"), "optimizer": ("schedule_unit",)}
 
 
-def same_plan(n_train: int, first: TrainConfig, second: TrainConfig, optimizer: OptimizerConfig) -> bool:
-    """Whether two length settings (:data:`LENGTH_FIELDS`) train a run of ``n_train`` samples
-    alike: the same batches per epoch, epochs, steps and learning rate at every step. A budget
-    rule that grows with the subset (more epochs, a higher cap) leaves the runs it does not
-    lengthen as they were, so a study's finished runs of those sizes still count under it."""
-    a, b = make_plan(n_train, first, optimizer), make_plan(n_train, second, optimizer)
+def plan_fields(config) -> tuple:
+    """The values of :data:`PLAN_FIELDS` of a run configuration (one with ``train`` and ``optimizer``)."""
+    return tuple(getattr(getattr(config, section), name) for section, names in PLAN_FIELDS.items() for name in names)
+
+
+def with_plan_fields(config, values: tuple):
+    """``config`` with its :data:`PLAN_FIELDS` set to ``values`` (as :func:`plan_fields` gives them)."""
+    values = iter(values)
+    return dataclasses.replace(config, **{
+        section: dataclasses.replace(getattr(config, section), **{name: next(values) for name in names})
+        for section, names in PLAN_FIELDS.items()})
+
+
+def same_plan(n_train: int, first, second) -> bool:
+    """Whether two run configurations give a run of ``n_train`` samples the same plan: the same
+    batches per epoch, epochs, steps and learning rate at every step. A budget rule that grows
+    with the subset (more epochs, a higher cap) leaves the runs it does not lengthen as they
+    were, so a study's finished runs of those sizes still count under it."""
+    a, b = make_plan(n_train, first.train, first.optimizer), make_plan(n_train, second.train, second.optimizer)
     return ((a.batch_size, a.iterations_per_epoch, a.epochs, a.total_steps)
             == (b.batch_size, b.iterations_per_epoch, b.epochs, b.total_steps)
             and np.array_equal(a.learning_rates, b.learning_rates))

@@ -132,6 +132,7 @@ def test_runs_of_different_lengths_gather_when_one_budget_rule_explains_them_all
     def run_folder(name: str, steps_per_epoch: int, epochs: int, min_iterations: int, max_iterations: int) -> Path:
         config = to_dict(finetune_preset("cpu-real"))  # batch 16
         config["train"].update(epochs=epochs, min_iterations=min_iterations, max_iterations=max_iterations)
+        config["optimizer"].update(schedule_unit="epoch" if max_iterations == 1500 else "iteration")
         folder = tmp_path / name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(config))
@@ -139,7 +140,7 @@ def test_runs_of_different_lengths_gather_when_one_budget_rule_explains_them_all
         return folder
 
     short_8 = run_folder("n8-short", 8, 40, 1000, 1500)  # 1,000 steps under either rule
-    long_16 = run_folder("n16-long", 17, 120, 1000, 2000)  # 2,000 steps; the short rule gives 1,000
+    long_16 = run_folder("n16-long", 17, 100, 1000, 2000)  # 1,700 steps; the short rule gives 1,000
     short_16 = run_folder("n16-short", 17, 40, 1000, 1500)
     check_budget_rule([short_8, long_16])  # the long rule gives both their schedules
     check_budget_rule([long_16, short_8])

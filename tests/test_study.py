@@ -174,20 +174,21 @@ def test_a_run_folder_is_reused_under_a_length_rule_that_trains_it_alike(tmp_pat
     from cmrssp import study
     from cmrssp.config import to_dict
     from cmrssp.errors import InputError
+    from cmrssp.train import with_plan_fields
 
     run = plan_study("cpu-real", StudyGrid(methods=("mim",), subsets=(8,), seeds=(0,)), tmp_path)[-1]
     run.folder.mkdir(parents=True)
     saved = json.loads(json.dumps(to_dict(run.config)))
     saved["train"].update(epochs=40, min_iterations=1000, max_iterations=1500)
+    saved["optimizer"].update(schedule_unit="epoch")
     (run.folder / "config.json").write_text(json.dumps(saved))
-    longer = dataclasses.replace(run, config=dataclasses.replace(run.config, train=dataclasses.replace(
-        run.config.train, epochs=120, min_iterations=1000, max_iterations=2000)))
+    longer = dataclasses.replace(run, config=with_plan_fields(run.config, (100, 0, 1000, 2000, "iteration")))
     with pytest.raises(InputError, match="different configuration"):
         study.check_reusable(longer)  # without the data it cannot tell
     monkeypatch.setattr(study, "training_samples", lambda run, cache: 128)  # 8 patients' slices: 1,000 steps both
     study.check_reusable(longer, cache=object())
-    monkeypatch.setattr(study, "training_samples", lambda run, cache: 282)  # 16 patients': 1,000 against 2,000
-    with pytest.raises(InputError, match=r"different configuration \(train\)"):
+    monkeypatch.setattr(study, "training_samples", lambda run, cache: 282)  # 16 patients': 1,000 against 1,700
+    with pytest.raises(InputError, match=r"different configuration \(optimizer, train\)"):
         study.check_reusable(longer, cache=object())
 
 

@@ -58,19 +58,25 @@ def test_plan_epochs_and_iteration_budget():
 
 
 def test_same_plan_holds_where_a_longer_budget_rule_leaves_a_run_as_it_was():
-    optimizer = OptimizerConfig(lr=0.1, momentum=0.9)
-    short = TrainConfig(epochs=40, min_iterations=1000, max_iterations=1500, batch_size=16)
-    long = TrainConfig(epochs=120, min_iterations=1000, max_iterations=2000, batch_size=16)
-    # 128 slices: 8 steps an epoch, both rules hit the 1,000-step floor
-    assert same_plan(128, short, long, optimizer)
-    # 282 slices: 17 steps an epoch, 1,000 steps against the 2,000 cap
-    assert make_plan(282, long, optimizer).total_steps == 2000 and not same_plan(282, short, long, optimizer)
+    from cmrssp.train import plan_fields, with_plan_fields
+
+    base = finetune_preset("cpu-real")  # batch 16
+    short = with_plan_fields(base, (40, 0, 1000, 1500, "epoch"))
+    long = with_plan_fields(base, (100, 0, 1000, 2000, "iteration"))
+    assert plan_fields(long) == (100, 0, 1000, 2000, "iteration") and long.unet == base.unet
+    # 128 slices: 8 steps an epoch, both rules hit the 1,000-step floor (stepped per iteration)
+    assert same_plan(128, short, long)
+    # 160 slices: 10 steps an epoch; the long rule's 1,000 natural steps step per iteration as the floor does
+    assert same_plan(160, short, long)
+    # 282 slices: 17 steps an epoch, 1,000 steps against 1,700
+    assert make_plan(282, long.train, long.optimizer).total_steps == 1700 and not same_plan(282, short, long)
     # the same number of steps, but stepped per epoch (no bound reached) against per iteration
-    by_epochs = TrainConfig(epochs=10, batch_size=10)
-    by_iterations = TrainConfig(epochs=1, min_iterations=100, batch_size=10)
-    assert make_plan(100, by_epochs, optimizer).total_steps == make_plan(100, by_iterations, optimizer).total_steps == 100
-    assert not same_plan(100, by_epochs, by_iterations, optimizer)
-    assert same_plan(100, by_epochs, replace(by_epochs, max_iterations=500), optimizer)
+    by_epochs = with_plan_fields(base, (10, 0, 0, 0, "epoch"))
+    by_iterations = with_plan_fields(base, (1, 0, 160, 0, "epoch"))
+    assert make_plan(256, by_epochs.train, by_epochs.optimizer).total_steps == 160
+    assert make_plan(256, by_iterations.train, by_iterations.optimizer).total_steps == 160
+    assert not same_plan(256, by_epochs, by_iterations)
+    assert same_plan(256, by_epochs, with_plan_fields(base, (10, 0, 0, 500, "epoch")))
 
 
 def test_validation_by_steps_is_independent_of_the_epoch_length():
