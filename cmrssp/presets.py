@@ -134,9 +134,10 @@ def finetune_preset(name: str) -> FinetuneConfig:
             train=TrainConfig(epochs=1000, batch_size=32, val_batch_size=128, checkpoint_seconds=120, amp="off"),
         )
     if name == "cpu":
-        # The main job's preset (README "The main job"), sized so that every fine-tune of `run.py
-        # study` converges on a 2-core CPU (which takes it past the 20-minute target of issue 14;
-        # no cheaper network measured learnt as much per update). The study's 320 mm field of view
+        # The main job's preset (README "The main job"), its fine-tuning budget that of the twins
+        # that showed the former one short and biased against pretrained inits (which takes the
+        # job past the 20-minute target of issue 14: 49 min on the 2-core VM; no cheaper network
+        # measured learnt as much per update). The study's 320 mm field of view
         # at 5 mm pixels (the 64² cpu grid) and a 5-level network with 16 base channels (8 trained
         # 2.2x the slices/s but stayed on the background plateau more than twice as long: 3
         # subjects, 800 updates, test Dice 0.23 against 0.67; 12 at twice the budget: 0.723 / 0.764
