@@ -14,8 +14,8 @@ the run folder and what differs:
 - a run trained with another configuration than the first run gathered (anything but its
   initialisation, its subset and where it ran: same preset, network, optimiser, budget and
   fine-tuning rule);
-- runs whose plan settings (epochs, iteration bounds, schedule unit) differ, unless one of their budget rules
-  gives every run the schedule it trained with (:func:`cmrssp.train.same_plan`): a rule that
+- runs whose plan settings (epochs, iteration bounds, schedule unit) differ, unless one of
+  their budget rules gives every run the schedule it trained with (:func:`cmrssp.train.same_plan`): a rule that
   lengthens only the larger subsets leaves the finished runs of the smaller ones in the table;
 - a run scored on other test volumes (another split or another ``evaluate --on``);
 - two runs of the same initialisation, subset size and seed (the same folder given twice, or a
@@ -40,7 +40,7 @@ from cmrssp.results import RunEvaluation, subjects_label, write_study_results
 from cmrssp.run_folder import RunFolder
 from cmrssp.runs import config_differences
 from cmrssp.table import format_table
-from cmrssp.train import PLAN_FIELDS, plan_fields, same_plan, with_plan_fields
+from cmrssp.train import PLAN_FIELD_NAMES, plan_fields, same_plan, with_plan_fields
 
 CONVERGENCE_FILE = "convergence.txt"
 CONVERGENCE_HEADER = """\
@@ -61,8 +61,7 @@ _VARIED_FIELDS = ("init", "data.n_subjects", "data.subset_seed", "data.cache", "
 
 def _comparable(run_dir: Path) -> dict:
     config = to_dict(RunFolder(run_dir).config(FinetuneConfig))
-    plan = tuple(f"{section}.{name}" for section, names in PLAN_FIELDS.items() for name in names)
-    for name in _VARIED_FIELDS + plan:  # compared by check_budget_rule
+    for name in _VARIED_FIELDS + PLAN_FIELD_NAMES:  # compared by check_budget_rule
         section, _, field = name.rpartition(".")
         (config[section] if section else config).pop(field, None)
     return config
@@ -91,8 +90,8 @@ def check_budget_rule(run_dirs: Sequence[Path]) -> None:
 
     unexplained = [first_unexplained(rule) for rule in rules]
     if None not in unexplained:
-        fields = ", ".join(f"{section}.{name}" for section, names in PLAN_FIELDS.items() for name in names)
-        raise InputError(unexplained[0], f"was trained for another length than {run_dirs[0]} allows ({fields}), "
+        raise InputError(unexplained[0], f"was trained for another length than {run_dirs[0]} allows "
+                                         f"({', '.join(PLAN_FIELD_NAMES)}), "
                                          "and no budget rule of the runs gathered gives every run the schedule it "
                                          "trained with; its results belong in another table")
 

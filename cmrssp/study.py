@@ -35,7 +35,7 @@ from cmrssp.protocols import PROTOCOLS, Protocol, StudyGrid
 from cmrssp.presets import finetune_preset, pretrain_preset
 from cmrssp.run_folder import pretrain_run_name
 from cmrssp.runs import config_differences, resolve_cache, study_split
-from cmrssp.train import PLAN_FIELDS, make_plan, same_plan, training_input_size
+from cmrssp.train import PLAN_FIELD_NAMES, make_plan, same_plan, training_input_size
 
 
 def plan_study(
@@ -70,9 +70,9 @@ def plan_study(
 
 def check_reusable(run: PlannedRun, cache: Cache | None = None) -> None:
     """A run folder made with another configuration is never silently reused. With ``cache``,
-    fields of the plan (epochs, iteration bounds, schedule unit) that differ but give this run the same plan
-    (:func:`cmrssp.train.same_plan`) do not count: a budget rule changed for other subset sizes
-    leaves this run's training as it was."""
+    a finished run's plan fields (epochs, iteration bounds, schedule unit) that differ but give it
+    the same plan (:func:`cmrssp.train.same_plan`) do not count: a budget rule changed for other
+    subset sizes leaves this run's training as it was."""
     if not run.run_folder.has_record():
         return
     # read as the typed configuration, so a field newer than the run counts as its default
@@ -81,9 +81,9 @@ def check_reusable(run: PlannedRun, cache: Cache | None = None) -> None:
     # where a run trains is not what it is; the data section is checked when the run resumes
     names = [name for name, _, _ in config_differences(saved, wanted)
              if name.split(".")[0] in wanted and name.split(".")[0] != "data" and name != "train.device"]
-    plan_only = {f"{section}.{name}" for section, fields in PLAN_FIELDS.items() for name in fields}
-    if cache is not None and names and set(names) <= plan_only and same_plan(training_samples(run, cache), saved_config,
-                                                                           run.config):
+    # a finished run only: a started one resumes with its saved configuration, which must be the wanted one
+    if (cache is not None and run.complete and names and set(names) <= set(PLAN_FIELD_NAMES)
+            and same_plan(training_samples(run, cache), saved_config, run.config)):
         return
     differing = sorted({name.split(".")[0] for name in names})
     if differing:

@@ -341,6 +341,7 @@ def make_plan(n_train: int, train: TrainConfig, optimizer: OptimizerConfig) -> P
 # The fields that only set a run's plan (how many steps, and whether the schedule steps per epoch
 # or per iteration), by configuration section; every other field says how the run trains.
 PLAN_FIELDS = {"train": ("epochs", "iterations", "min_iterations", "max_iterations"), "optimizer": ("schedule_unit",)}
+PLAN_FIELD_NAMES = tuple(f"{section}.{name}" for section, names in PLAN_FIELDS.items() for name in names)
 
 
 def plan_fields(config) -> tuple:

@@ -186,6 +186,9 @@ def test_a_run_folder_is_reused_under_a_length_rule_that_trains_it_alike(tmp_pat
     with pytest.raises(InputError, match="different configuration"):
         study.check_reusable(longer)  # without the data it cannot tell
     monkeypatch.setattr(study, "training_samples", lambda run, cache: 128)  # 8 patients' slices: 1,000 steps both
+    with pytest.raises(InputError, match="different configuration"):
+        study.check_reusable(longer, cache=object())  # started, not finished: it would resume with its own config
+    (run.folder / "complete.json").write_text("{}")
     study.check_reusable(longer, cache=object())
     monkeypatch.setattr(study, "training_samples", lambda run, cache: 282)  # 16 patients': 1,000 against 1,700
     with pytest.raises(InputError, match=r"different configuration \(optimizer, train\)"):
