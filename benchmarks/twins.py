@@ -40,6 +40,7 @@ from cmrssp.run_folder import RunFolder  # noqa: E402
 from cmrssp.scheduler import cpu_slots, default_cpu_runs, train_in_parallel  # noqa: E402
 from cmrssp.study import train_then_evaluate  # noqa: E402
 from cmrssp.table import format_table  # noqa: E402
+from cmrssp.train import PLAN_FIELDS  # noqa: E402
 
 DICE = "dice_mean"
 
@@ -50,8 +51,7 @@ def twin_of(run_dir: Path, out: Path, factor: float) -> PlannedRun:
     own and the twins of one study form a study again (``run.py results --runs-dir TWINS``)."""
     config = RunFolder(run_dir).config(FinetuneConfig)
     train = config.train
-    scaled = {name: round(factor * getattr(train, name)) for name in ("epochs", "iterations", "min_iterations",
-                                                                      "max_iterations")}
+    scaled = {name: round(factor * getattr(train, name)) for name in PLAN_FIELDS["train"]}
     return PlannedRun("finetune", out / run_dir.name, dataclasses.replace(config, train=dataclasses.replace(train, **scaled)))
 
 
