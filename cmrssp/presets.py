@@ -155,6 +155,10 @@ def finetune_preset(name: str) -> FinetuneConfig:
         # SimCLR, PCL and DINO on 3 subjects and +0.04 to +0.06 for every init on all 15, and the
         # 3-subject deficits of the pretrained inits vanished (README "The main job"). This
         # budget is those twins'; with pretraining in proportion it doubles the job's training.
+        # Its own twins: the 3-subject runs have converged (Dice within 0.010); the all-15 runs
+        # gain 0.014-0.021 with 5,600 updates, every init alike (each delta against scratch
+        # moves by at most 0.006), so that column compares without bias but reads about 0.017
+        # low; converging it too would take the job to about 80 minutes on the 2-core VM.
         # SGD lr 0.2, momentum 0.9: chosen by validation loss among 0.05, 0.1, 0.2 and 0.4 (from
         # scratch, 800 updates, 3 subjects and all 15). A pretrained init trains at the full rate
         # with each transferred convolution rescaled to its initial norm (the study: half the
